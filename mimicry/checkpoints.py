@@ -1,0 +1,90 @@
+"""Finding, checking and loading mimicry checkpoints (for sample, eval and init_from).
+
+A checkpoint carries everything needed to rebuild its task: the task class, its constructor
+arguments as plain values (model, loss, optimizer settings, the data spec with the tokenizer),
+and the weights. Loading uses ``weights_only=True``: a checkpoint can't run code.
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import torch
+
+from mimicry.errors import MimicryError
+
+
+def find_checkpoint(path: str | Path, prefer: str = "best") -> Path:
+    """A .ckpt file, or a run directory (its best checkpoint, else last)."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise MimicryError(f"no such run directory or checkpoint: {path}")
+    folder = path / "checkpoints"
+    order = ["best.ckpt", "last.ckpt"] if prefer == "best" else ["last.ckpt", "best.ckpt"]
+    for name in order:
+        if (folder / name).is_file():
+            return folder / name
+    raise MimicryError(f"no checkpoint in {folder} (looked for {' or '.join(order)}); "
+                       f"was the run stopped before its first validation?")
+
+
+def read_checkpoint(path: Path) -> dict:
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated file, not a torch file, unsafe pickle...
+        raise MimicryError(f"cannot read checkpoint {path}: it is corrupt or not a mimicry checkpoint "
+                           f"({type(error).__name__}: {str(error).splitlines()[0][:200]})") from None
+    if not isinstance(checkpoint, dict) or "mimicry" not in checkpoint or "hyper_parameters" not in checkpoint:
+        raise MimicryError(f"{path} is not a mimicry checkpoint (no task metadata inside)")
+    return checkpoint
+
+
+def task_class(target: str) -> type:
+    """The task class named by a dotted path; only classes inside ``mimicry.tasks`` are accepted."""
+    module_name, _, class_name = target.rpartition(".")
+    if not module_name.startswith("mimicry.tasks"):
+        raise MimicryError(f"refusing to load task class {target!r}: not a mimicry task")
+    try:
+        return getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError):
+        raise MimicryError(f"unknown task class {target!r}; this checkpoint needs a newer mimicry") from None
+
+
+def checkpoint_task_name(checkpoint: dict) -> str:
+    return checkpoint["mimicry"]["task"]
+
+
+def load_task(path: str | Path, prefer: str = "best"):
+    """Rebuild the task saved in a checkpoint or run directory, in eval mode, on the CPU."""
+    ckpt_path = find_checkpoint(path, prefer)
+    checkpoint = read_checkpoint(ckpt_path)
+    task = task_class(checkpoint_task_name(checkpoint))(**checkpoint["hyper_parameters"])
+    task.load_state_dict(checkpoint["state_dict"])
+    return task.eval()
+
+
+def load_weights_into(task: torch.nn.Module, path: str | Path) -> Path:
+    """``init_from``: copy a trained model's weights into a freshly built task of the same kind."""
+    ckpt_path = find_checkpoint(path, prefer="best")
+    checkpoint = read_checkpoint(ckpt_path)
+    expected = f"{type(task).__module__}.{type(task).__qualname__}"
+    if checkpoint_task_name(checkpoint) != expected:
+        raise MimicryError(f"init_from={path} holds a {checkpoint_task_name(checkpoint)} checkpoint, "
+                           f"but this run's task is {expected}; give a run of the same task")
+    try:
+        missing, unexpected = task.load_state_dict(checkpoint["state_dict"], strict=False)
+    except RuntimeError as error:  # same names, different shapes
+        raise MimicryError(f"init_from={path}: the weights don't fit this run's model "
+                           f"({str(error).splitlines()[1].strip() if chr(10) in str(error) else error}); "
+                           f"use the same model settings") from None
+    if missing or unexpected:
+        raise MimicryError(f"init_from={path}: the model differs from this run's "
+                           f"(missing {missing[:5]}, unexpected {unexpected[:5]}); use the same model settings")
+    return ckpt_path
+
+
+def saved_data_spec(path: str | Path) -> dict:
+    """The data spec (e.g. the tokenizer) a trained run was built with."""
+    return read_checkpoint(find_checkpoint(path))["hyper_parameters"]["data_spec"]

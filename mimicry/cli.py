@@ -1,0 +1,120 @@
+"""The `mimicry` command: train | sample | list | compare.
+
+`mimicry train` is a Hydra app, so every Hydra feature works (`-m` sweeps, `--cfg job`, `--help`).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from mimicry.errors import MimicryError
+
+USAGE = """usage: mimicry <command> [options]
+
+commands:
+  train [overrides]            train a task (Hydra app: `mimicry train --help` lists every option)
+                               e.g. mimicry train task=lm trainer.max_epochs=5
+                                    mimicry train -m task=gan loss=ns,hinge
+                                    mimicry train resume=RUN_DIR     (continue a killed run)
+                                    mimicry train task=lm init_from=RUN_DIR data=text data.path=FILE
+  sample RUN_DIR|CKPT [k=v...]  draw samples from a trained run (n=, seed=, out=, and the task's own
+                               options, e.g. prompt= temperature= top_k= top_p= length= for lm)
+  list                         tasks, models, losses and data options, and which go together
+  compare RUN_DIR...           a table of the runs' status and final metrics (summary.json)
+"""
+
+COMMANDS = ("train", "sample", "list", "compare")
+
+
+def _register_resolvers() -> None:
+    """Resolvers used by conf/train.yaml to name run directories."""
+    import secrets
+
+    if not OmegaConf.has_resolver("uid"):  # two runs started in the same second still differ
+        OmegaConf.register_new_resolver("uid", lambda: secrets.token_hex(2))
+    if not OmegaConf.has_resolver("dirname"):  # overrides as a short, path-safe name
+        OmegaConf.register_new_resolver(
+            "dirname", lambda text: ("_" + str(text).replace("/", "-")[:80]) if text else "")
+
+
+_failed_runs: list[str] = []
+
+
+@hydra.main(version_base="1.3", config_path="pkg://mimicry.conf", config_name="train")
+def _hydra_train(cfg: DictConfig) -> None:
+    from mimicry.train import run  # imported here so that `mimicry --help` stays fast
+
+    if not run(cfg):
+        _failed_runs.append(str(cfg.get("task", {}).get("_target_", "")))
+
+
+def _override_key(arg: str) -> str:
+    return arg.lstrip("+~").split("=", 1)[0]
+
+
+def _quote(value: str) -> str:
+    return value if value[:1] in "'\"" else f"'{value}'"
+
+
+def prepare_train_args(args: list[str]) -> list[str]:
+    """Quote path-valued overrides (run directories contain `=` and `,`), and turn `resume=DIR`
+    into the run's own overrides + the new ones + `hydra.run.dir=DIR`."""
+    args = [f"{_override_key(a)}={_quote(a.split('=', 1)[1])}" if _override_key(a) in ("resume", "init_from")
+            and "=" in a else a for a in args]
+    resume = [a for a in args if _override_key(a) == "resume"]
+    if not resume:
+        return args
+    run_dir = Path(resume[-1].split("=", 1)[1].strip("'\"")).expanduser().resolve()
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    if not saved.is_file():
+        raise MimicryError(f"resume={run_dir}: not a mimicry run directory (no .hydra/overrides.yaml there)")
+    new = [a for a in args if _override_key(a) != "resume"]
+    replaced = {_override_key(a) for a in new} | {"resume"}
+    previous = [a for a in (yaml.safe_load(saved.read_text()) or []) if _override_key(a) not in replaced]
+    return previous + new + [f"resume={_quote(str(run_dir))}", f"hydra.run.dir={_quote(str(run_dir))}"]
+
+
+def train(args: list[str]) -> int:
+    _register_resolvers()
+    sys.argv = [sys.argv[0], *prepare_train_args(args)]
+    _hydra_train()
+    return 1 if _failed_runs else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    command, rest = args[0], args[1:]
+    if command not in COMMANDS and ("=" in command or command.startswith("-")):
+        command, rest = "train", args  # Lightning's DDP re-launch calls us with overrides only
+    try:
+        if command == "train":
+            return train(rest)
+        if command == "sample":
+            from mimicry.sample import sample_command
+            return sample_command(rest)
+        if command == "list":
+            from mimicry.catalog import print_catalog
+            return print_catalog()
+        if command == "compare":
+            from mimicry.compare import compare_command
+            return compare_command(rest)
+    except MimicryError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"error: unknown command {command!r}; choose one of: {', '.join(COMMANDS)}\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+def entry_point() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry_point()

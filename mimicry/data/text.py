@@ -1,0 +1,128 @@
+"""Text for next-token imitation: any UTF-8 text becomes one long id sequence, split 90/10
+into train and validation, served as windows of ``block_size + 1`` tokens (input + the next token)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from mimicry.data.tokenizers import build_tokenizer, tokenizer_from_state
+from mimicry.errors import MimicryError
+
+
+def pydoc_text() -> str:
+    """The documentation text bundled with CPython (pydoc_data): ~465k characters, no download."""
+    from pydoc_data.topics import topics
+
+    return "\n\n".join(topics[name] for name in sorted(topics))
+
+
+def read_text_file(path: str | Path, hint: str = "") -> str:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise MimicryError(f"text file not found: {path.resolve()}{hint}")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if not text.strip():
+        raise MimicryError(f"text file is empty: {path.resolve()}; give a file with some text in it")
+    return text
+
+
+class Windows(Dataset):
+    """Item ``i`` is the window of ``block_size + 1`` tokens starting at offset ``i``."""
+
+    def __init__(self, tokens: torch.Tensor, block_size: int):
+        self.tokens, self.block_size = tokens, block_size
+
+    def __len__(self) -> int:
+        return len(self.tokens) - self.block_size
+
+    def __getitem__(self, offset: int) -> torch.Tensor:
+        return self.tokens[offset : offset + self.block_size + 1]
+
+
+class RandomOffsets(Sampler[int]):
+    """``num_samples`` random window offsets per epoch, drawn from (seed, epoch) alone, so that a
+    run resumed at an epoch boundary sees exactly the windows an uninterrupted run would."""
+
+    def __init__(self, num_offsets: int, num_samples: int, seed: int):
+        self.num_offsets, self.num_samples, self.seed, self.epoch = num_offsets, num_samples, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls this at the start of every epoch
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        yield from torch.randint(self.num_offsets, (self.num_samples,), generator=generator).tolist()
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class TextDataModule(pl.LightningDataModule):
+    """``path=None`` reads CPython's bundled pydoc text; otherwise any UTF-8 file.
+
+    An "epoch" is ``steps_per_epoch`` random batches (nanoGPT samples windows at random too);
+    validation uses ``val_batches`` fixed, evenly spaced batches of the held-out tail.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        path: str | None = None,
+        block_size: int = 64,
+        batch_size: int = 32,
+        tokenizer: str = "char",
+        val_fraction: float = 0.1,
+        steps_per_epoch: int = 100,
+        val_batches: int = 10,
+        seed: int = 0,
+        num_workers: int = 0,
+        missing_hint: str = "",
+        tokenizer_state: dict | None = None,
+    ):
+        super().__init__()
+        self.name, self.path, self.block_size, self.batch_size = name, path, block_size, batch_size
+        self.tokenizer_kind, self.val_fraction = tokenizer, val_fraction
+        self.steps_per_epoch, self.val_batches, self.seed = steps_per_epoch, val_batches, seed
+        self.num_workers, self.missing_hint = num_workers, missing_hint
+        # A pretrained model's tokenizer (fine-tuning) wins over fitting a new one.
+        self.tokenizer = tokenizer_from_state(tokenizer_state) if tokenizer_state else None
+        self.train_tokens: torch.Tensor | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_tokens is not None:
+            return
+        text = pydoc_text() if self.path is None else read_text_file(self.path, self.missing_hint)
+        if self.tokenizer is None:
+            self.tokenizer = build_tokenizer(self.tokenizer_kind, text)
+        tokens = self.tokenizer.encode(text)
+        n_val = int(len(tokens) * self.val_fraction)
+        self.train_tokens, self.val_tokens = tokens[: len(tokens) - n_val], tokens[len(tokens) - n_val :]
+        shortest = min(len(self.train_tokens), len(self.val_tokens))
+        if shortest <= self.block_size:
+            raise MimicryError(
+                f"{self.name}: {len(tokens)} tokens is too little text for windows of {self.block_size + 1} tokens "
+                f"in both train and validation ({self.val_fraction:.0%} held out); use a longer file or a smaller "
+                f"model.block_size"
+            )
+
+    def spec(self) -> dict:
+        """What a model needs to know about this data, as plain values (saved in checkpoints)."""
+        self.setup()
+        return {"kind": "text", "dataset": self.name, "vocab_size": self.tokenizer.vocab_size,
+                "tokenizer": self.tokenizer.state()}
+
+    def train_dataloader(self) -> DataLoader:
+        windows = Windows(self.train_tokens, self.block_size)
+        sampler = RandomOffsets(len(windows), self.steps_per_epoch * self.batch_size, self.seed)
+        return DataLoader(windows, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+                          drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        windows = Windows(self.val_tokens, self.block_size)
+        count = min(len(windows), self.val_batches * self.batch_size)
+        offsets = torch.linspace(0, len(windows) - 1, count).long().tolist()
+        return DataLoader(torch.utils.data.Subset(windows, offsets), batch_size=self.batch_size,
+                          num_workers=self.num_workers)

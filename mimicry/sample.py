@@ -1,0 +1,50 @@
+"""``mimicry sample RUN_DIR|CKPT [n=8 seed=0 out=DIR ...]``: samples from a trained run, with no
+access to its training data (everything needed travels in the checkpoint)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mimicry.checkpoints import find_checkpoint, load_task
+from mimicry.errors import MimicryError
+
+COMMON_OPTIONS = {"n": 8, "seed": 0, "out": None}
+
+
+def parse_options(args: list[str]) -> tuple[str, dict[str, Any]]:
+    """The first argument is the run; the rest are key=value (values parsed as YAML scalars,
+    except ``prompt``, which stays text)."""
+    if not args or ("=" in args[0] and not Path(args[0]).exists()):
+        raise MimicryError("give a run directory or checkpoint first: mimicry sample RUN_DIR [n=8 seed=0 ...]")
+    options: dict[str, Any] = {}
+    for arg in args[1:]:
+        if "=" not in arg:
+            raise MimicryError(f"sample options are key=value; got {arg!r}")
+        key, value = arg.split("=", 1)
+        options[key] = value.encode().decode("unicode_escape") if key == "prompt" else yaml.safe_load(value)
+    return args[0], options
+
+
+def sample_command(args: list[str]) -> int:
+    target, options = parse_options(args)
+    ckpt = find_checkpoint(target)
+    task = load_task(ckpt)
+    known = set(COMMON_OPTIONS) | set(getattr(task, "sample_options", ()))
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise MimicryError(f"unknown sample option(s) {', '.join(unknown)} for {type(task).__name__}; "
+                           f"valid: {', '.join(sorted(known))}")
+    settings = {**COMMON_OPTIONS, **options}
+    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    out_dir = Path(settings.pop("out") or run_dir / "samples")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n, seed = int(settings.pop("n")), int(settings.pop("seed"))
+    if n < 1:
+        raise MimicryError(f"n={n}: ask for at least one sample")
+    for path in task.generate_samples(out_dir, n=n, seed=seed, **settings):
+        if path.suffix == ".txt":
+            print(path.read_text(encoding="utf-8"))
+        print(f"wrote {path}")
+    return 0

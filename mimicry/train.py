@@ -1,0 +1,121 @@
+"""``mimicry train``: seed → datamodule → task (model + loss) → callbacks + logger → Trainer.fit,
+then ``summary.json`` and the HParams tab. Everything is built from the composed Hydra config."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from mimicry.checkpoints import load_weights_into, saved_data_spec, task_class
+from mimicry.errors import DivergedError, MimicryError
+from mimicry.run_record import RunRecord
+
+log = logging.getLogger("mimicry")
+
+
+def run(cfg: DictConfig) -> bool:
+    """Train one configuration in Hydra's run directory. Returns False when the run failed."""
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    choices = dict(hydra_cfg.runtime.choices)
+    record = RunRecord(run_dir, choices.get("task", "?"), list(hydra_cfg.overrides.task))
+    record.update("running", seed=cfg.seed, run_dir=str(run_dir))
+    try:
+        results = fit(cfg, run_dir, choices)
+    except DivergedError as error:
+        log.error(str(error))
+        record.update("diverged", error=str(error))
+        return False
+    except MimicryError as error:
+        log.error(f"error: {error}")
+        record.update("failed", error=str(error))
+        return False
+    except BaseException as error:  # a bug, or Ctrl-C: record it, then let it surface
+        message = "interrupted; continue with: mimicry train resume=" + str(run_dir) \
+            if isinstance(error, (KeyboardInterrupt, SystemExit)) else f"{type(error).__name__}: {error}"
+        record.update("failed", error=message)
+        raise
+    record.update("completed", **results)
+    log.info(f"done: {run_dir}")
+    return True
+
+
+def check_compatible(cfg: DictConfig, choices: dict[str, str]) -> None:
+    """Each task lists the model, loss and data options it can use (``accepts`` in conf/task/)."""
+    task = choices.get("task")
+    for group, allowed in (cfg.get("accepts") or {}).items():
+        chosen = choices.get(group)
+        if chosen not in allowed:
+            raise MimicryError(f"{group}={chosen} does not go with task={task}; "
+                               f"choose one of: {', '.join(allowed)} (see `mimicry list`)")
+
+
+def build_task(cfg: DictConfig, data_spec: dict) -> pl.LightningModule:
+    """The task class from ``task._target_``, given plain-value arguments. ``mimicry sample``
+    rebuilds the same class from the same arguments, saved in the checkpoint."""
+    options = OmegaConf.to_container(cfg.task, resolve=True)
+    cls = task_class(options.pop("_target_"))
+    plain = lambda node: OmegaConf.to_container(node, resolve=True)  # noqa: E731
+    return cls(model=plain(cfg.model), loss=plain(cfg.loss), optim=plain(cfg.optim), data_spec=data_spec, **options)
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
+    callbacks = [instantiate(node) for node in (cfg.callbacks or {}).values() if node is not None]
+    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir))
+
+
+def fit(cfg: DictConfig, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
+    check_compatible(cfg, choices)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    fine_tune = cfg.get("init_from") and not cfg.get("resume")
+    data_options = {}
+    if fine_tune:  # keep the pretrained model's tokenizer, so its ids mean the same thing
+        spec = saved_data_spec(cfg.init_from)
+        if spec.get("kind") == "text":
+            data_options["tokenizer_state"] = spec["tokenizer"]
+    datamodule = instantiate(cfg.data, **data_options)
+    datamodule.setup("fit")
+    task = build_task(cfg, datamodule.spec())
+    if fine_tune:
+        log.info(f"initialised weights from {load_weights_into(task, cfg.init_from)}")
+
+    ckpt_path = None
+    if cfg.get("resume"):
+        ckpt_path = run_dir / "checkpoints" / "last.ckpt"
+        if not ckpt_path.is_file():
+            raise MimicryError(f"nothing to resume: {ckpt_path} does not exist (the run stopped before its "
+                               f"first checkpoint); start it again without resume=")
+        log.info(f"resuming from {ckpt_path}")
+
+    trainer = build_trainer(cfg, run_dir)
+    trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+
+    metrics = {name: float(value) for name, value in trainer.callback_metrics.items() if value.numel() == 1}
+    results: dict[str, Any] = {"metrics": metrics, "steps": trainer.global_step, "epochs": trainer.current_epoch}
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is not None and checkpoint.best_model_score is not None:
+        results["best"] = {checkpoint.monitor: float(checkpoint.best_model_score),
+                           "checkpoint": checkpoint.best_model_path}
+    if trainer.logger is not None:  # the HParams tab: the whole config beside the final metrics
+        trainer.logger.log_hyperparams(flatten(OmegaConf.to_container(cfg, resolve=True)),
+                                       metrics={f"final/{k}": v for k, v in metrics.items()})
+    return results
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{"model": {"n_layer": 4}} → {"model.n_layer": 4}; lists and None become strings."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return flat

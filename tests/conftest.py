@@ -1,0 +1,75 @@
+"""Shared test helpers: run `mimicry` as a user would (a subprocess), and read what it wrote."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# A GPT small enough that a 2-epoch lm run takes seconds on 2 CPU cores.
+TINY_LM = [
+    "task=lm", "model.n_layer=1", "model.n_head=2", "model.n_embd=32", "model.block_size=32",
+    "data.batch_size=8", "data.steps_per_epoch=5", "data.val_batches=2", "trainer.max_epochs=2",
+    "trainer.log_every_n_steps=1", "task.sample_every_n_steps=5", "task.sample_tokens=20", "optim.warmup_steps=2",
+]
+
+
+def run_mimicry(cwd: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`mimicry ARGS` in ``cwd`` (runs land in cwd/outputs), offline data root, output captured."""
+    full_env = {**os.environ, "MIMICRY_DATA": str(SHARED_DATA), "HYDRA_FULL_ERROR": "0", **(env or {})}
+    result = subprocess.run([sys.executable, "-m", "mimicry.cli", *args], cwd=cwd, env=full_env,
+                            capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"mimicry {' '.join(args)} exited {result.returncode}\n"
+                             f"--- stdout\n{result.stdout[-3000:]}\n--- stderr\n{result.stderr[-5000:]}")
+    return result
+
+
+def run_dirs(cwd: Path) -> list[Path]:
+    """Every run directory under cwd/outputs (they hold summary.json)."""
+    return sorted(p.parent for p in (cwd / "outputs").rglob("summary.json"))
+
+
+def summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def read_events(run_dir: Path) -> dict[str, dict]:
+    """TensorBoard content of a run: {"scalars": {tag: [(step, value)]}, "text": {...}, "images": {...}}."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    found: dict[str, dict] = {"scalars": {}, "text": {}, "images": {}}
+    for event_file in sorted((run_dir / "tb").glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(event_file), size_guidance={"scalars": 0, "tensors": 0, "images": 0})
+        acc.Reload()
+        tags = acc.Tags()
+        for tag in tags.get("scalars", []):
+            found["scalars"].setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
+        for tag in tags.get("tensors", []):  # text summaries are stored as string tensors
+            found["text"].setdefault(tag, []).extend(
+                (e.step, e.tensor_proto.string_val[0].decode()) for e in acc.Tensors(tag) if e.tensor_proto.string_val)
+        for tag in tags.get("images", []):
+            found["images"].setdefault(tag, []).extend((e.step, e.width, e.height) for e in acc.Images(tag))
+    return found
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "README.md").is_file():
+        pytest.skip(f"offline datasets not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def trained_lm(tmp_path_factory) -> Path:
+    """One tiny lm run, shared by the tests that only read from it."""
+    cwd = tmp_path_factory.mktemp("lm_run")
+    run_mimicry(cwd, "train", *TINY_LM)
+    (run_dir,) = run_dirs(cwd)
+    return run_dir

@@ -1,0 +1,53 @@
+"""`mimicry train task=lm` as a user runs it: events, samples, checkpoints, summary, sampling."""
+from __future__ import annotations
+
+import torch
+
+from conftest import TINY_LM, read_events, run_dirs, run_mimicry, summary
+
+
+def test_lm_run_writes_events_samples_checkpoints_and_summary(trained_lm):
+    record = summary(trained_lm)
+    assert record["status"] == "completed"
+    assert record["steps"] == 10 and record["task"] == "lm"
+    assert record["metrics"]["val/loss"] < 4.7  # below log(vocab ≈ 103) = 4.63 + a margin: it learned something
+    assert record["best"]["val/loss"] <= record["metrics"]["val/loss"] + 1e-6
+
+    events = read_events(trained_lm)
+    for tag in ["train/loss", "val/loss", "val/perplexity", "val/bits_per_char", "train/grad_norm",
+                "train/tokens_per_sec"]:
+        assert tag in events["scalars"], f"{tag} missing from TensorBoard; have {sorted(events['scalars'])}"
+    assert any(tag.startswith("lr-") for tag in events["scalars"])
+    assert "final/val/loss" in events["scalars"]  # the HParams tab's metric
+    texts = events["text"]["samples/text/text_summary"]
+    assert {step for step, _ in texts} >= {0, 5, 10} and all(len(t.strip()) > 0 for _, t in texts)
+
+    assert (trained_lm / "checkpoints" / "last.ckpt").is_file()
+    assert (trained_lm / "checkpoints" / "best.ckpt").is_file()
+    assert (trained_lm / ".hydra" / "config.yaml").is_file()
+    assert sorted(p.name for p in (trained_lm / "samples").glob("*.txt"))[0] == "step_0000000.txt"
+
+
+def test_val_perplexity_is_exp_of_val_loss(trained_lm):
+    metrics = summary(trained_lm)["metrics"]
+    assert abs(torch.tensor(metrics["val/loss"]).exp().item() - metrics["val/perplexity"]) < 1e-3
+    assert abs(metrics["val/loss"] / 0.693147 - metrics["val/bits_per_char"]) < 1e-3
+
+
+def test_sample_from_run_dir_without_training_data(trained_lm, tmp_path):
+    out = tmp_path / "samples"
+    result = run_mimicry(tmp_path, "sample", str(trained_lm), "n=2", "prompt=The ", "length=15", "seed=3",
+                         f"out={out}", env={"MIMICRY_DATA": str(tmp_path / "nowhere")})
+    (written,) = out.glob("*.txt")
+    texts = written.read_text().split("\n\n=====\n\n")
+    assert len(texts) == 2 and all(t.startswith("The ") and len(t) == len("The ") + 15 for t in texts)
+    again = run_mimicry(tmp_path, "sample", str(trained_lm), "n=2", "prompt=The ", "length=15", "seed=3",
+                        f"out={out}")
+    assert again.stdout == result.stdout  # same seed, same text
+
+
+def test_same_command_twice_gives_same_numbers(trained_lm, tmp_path):
+    run_mimicry(tmp_path, "train", *TINY_LM)
+    (again,) = run_dirs(tmp_path)
+    assert summary(again)["metrics"]["val/loss"] == summary(trained_lm)["metrics"]["val/loss"]
+    assert summary(again)["metrics"]["train/loss"] == summary(trained_lm)["metrics"]["train/loss"]
