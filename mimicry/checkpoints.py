@@ -35,7 +35,7 @@ def read_checkpoint(path: Path) -> dict:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated file, not a torch file, unsafe pickle...
         raise MimicryError(f"cannot read checkpoint {path}: it is corrupt or not a mimicry checkpoint "
-                           f"({type(error).__name__}: {str(error).splitlines()[0][:200]})") from None
+                           f"({type(error).__name__})") from None
     if not isinstance(checkpoint, dict) or "mimicry" not in checkpoint or "hyper_parameters" not in checkpoint:
         raise MimicryError(f"{path} is not a mimicry checkpoint (no task metadata inside)")
     return checkpoint

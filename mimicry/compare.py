@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -29,12 +30,12 @@ def compare_command(paths: list[str]) -> int:
     summaries = [json.loads((run / "summary.json").read_text()) for run in runs]
     metric_names = sorted({name for s in summaries for name in s.get("metrics", {})
                            if name.startswith("val/") or name == "train/loss"})
-    table = Table(title=f"{len(runs)} run(s)")
+    table = Table(title=f"{len(runs)} run(s)", caption="run directories: " + ", ".join(sorted({str(r.parent) for r in runs})))
     for column in ["run", "task", "status", "steps", "wall s", *metric_names]:
         table.add_column(column, overflow="fold")
     for run, s in zip(runs, summaries):
         metrics = s.get("metrics", {})
-        table.add_row(str(run), s.get("task", "?"), s.get("status", "?"), str(s.get("steps", "")),
+        table.add_row(run.name, s.get("task", "?"), s.get("status", "?"), str(s.get("steps", "")),
                       f"{s.get('wall_time_s', 0):.0f}", *(f"{metrics[m]:.4g}" if m in metrics else "" for m in metric_names))
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 240).print(table)  # pipes: no wrapping
     return 0

@@ -45,8 +45,13 @@ def run(cfg: DictConfig) -> bool:
     return True
 
 
-def check_compatible(cfg: DictConfig, choices: dict[str, str]) -> None:
-    """Each task lists the model, loss and data options it can use (``accepts`` in conf/task/)."""
+def check_config(cfg: DictConfig, choices: dict[str, str]) -> None:
+    """Before any work: required settings are given, and the task accepts the chosen model, loss
+    and data (each task lists them under ``accepts`` in conf/task/)."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise MimicryError(f"required setting(s) not given: {', '.join(missing)}; add them on the command line, "
+                           f"e.g. {missing[0]}=...")
     task = choices.get("task")
     for group, allowed in (cfg.get("accepts") or {}).items():
         chosen = choices.get(group)
@@ -71,7 +76,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
 
 
 def fit(cfg: DictConfig, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
-    check_compatible(cfg, choices)
+    check_config(cfg, choices)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     fine_tune = cfg.get("init_from") and not cfg.get("resume")

@@ -51,3 +51,24 @@ def test_same_command_twice_gives_same_numbers(trained_lm, tmp_path):
     (again,) = run_dirs(tmp_path)
     assert summary(again)["metrics"]["val/loss"] == summary(trained_lm)["metrics"]["val/loss"]
     assert summary(again)["metrics"]["train/loss"] == summary(trained_lm)["metrics"]["train/loss"]
+
+
+def test_multirun_sweep_makes_one_run_directory_per_value(tmp_path):
+    args = [a for a in TINY_LM if not a.startswith("trainer.max_epochs")]
+    run_mimicry(tmp_path, "train", "-m", *args, "trainer.max_epochs=1", "model.n_embd=16,32")
+    runs = run_dirs(tmp_path)
+    assert len(runs) == 2 and all("multirun" in str(r) for r in runs)
+    assert sorted(summary(r)["status"] for r in runs) == ["completed", "completed"]
+    assert {"model.n_embd=16", "model.n_embd=32"} <= {o for r in runs for o in summary(r)["overrides"]}
+
+
+def test_list_and_compare(trained_lm, tmp_path):
+    listing = run_mimicry(tmp_path, "list").stdout
+    assert "lm " in listing and "next_token" in listing and "tinyshakespeare" in listing
+    table = run_mimicry(tmp_path, "compare", str(trained_lm.parent)).stdout
+    assert "completed" in table and "val/loss" in table
+
+
+def test_train_help_lists_the_option_groups(tmp_path):
+    help_text = run_mimicry(tmp_path, "train", "--help").stdout
+    assert "task:" in help_text and "trainer: cpu, ddp, debug, gpu" in help_text

@@ -19,10 +19,15 @@ def pydoc_text() -> str:
     return "\n\n".join(topics[name] for name in sorted(topics))
 
 
-def read_text_file(path: str | Path, hint: str = "") -> str:
+def read_text_file(path: str | Path, root: str | None = None) -> str:
+    """Read a UTF-8 file; a relative ``path`` is looked up under ``root`` when one is given."""
     path = Path(path).expanduser()
+    if root is not None and not path.is_absolute():
+        path = Path(root).expanduser() / path
     if not path.is_file():
-        raise MimicryError(f"text file not found: {path.resolve()}{hint}")
+        where = (f" (looked under data.root={root}: put the file there, or point data.root or MIMICRY_DATA "
+                 f"at a folder that holds it)") if root is not None else " (check data.path)"
+        raise MimicryError(f"text file not found: {path.resolve()}{where}")
     text = path.read_text(encoding="utf-8", errors="replace")
     if not text.strip():
         raise MimicryError(f"text file is empty: {path.resolve()}; give a file with some text in it")
@@ -61,7 +66,7 @@ class RandomOffsets(Sampler[int]):
 
 
 class TextDataModule(pl.LightningDataModule):
-    """``path=None`` reads CPython's bundled pydoc text; otherwise any UTF-8 file.
+    """``path=None`` reads CPython's bundled pydoc text; otherwise any UTF-8 file (under ``root`` if relative).
 
     An "epoch" is ``steps_per_epoch`` random batches (nanoGPT samples windows at random too);
     validation uses ``val_batches`` fixed, evenly spaced batches of the held-out tail.
@@ -71,6 +76,7 @@ class TextDataModule(pl.LightningDataModule):
         self,
         name: str,
         path: str | None = None,
+        root: str | None = None,
         block_size: int = 64,
         batch_size: int = 32,
         tokenizer: str = "char",
@@ -79,14 +85,13 @@ class TextDataModule(pl.LightningDataModule):
         val_batches: int = 10,
         seed: int = 0,
         num_workers: int = 0,
-        missing_hint: str = "",
         tokenizer_state: dict | None = None,
     ):
         super().__init__()
         self.name, self.path, self.block_size, self.batch_size = name, path, block_size, batch_size
         self.tokenizer_kind, self.val_fraction = tokenizer, val_fraction
         self.steps_per_epoch, self.val_batches, self.seed = steps_per_epoch, val_batches, seed
-        self.num_workers, self.missing_hint = num_workers, missing_hint
+        self.root, self.num_workers = root, num_workers
         # A pretrained model's tokenizer (fine-tuning) wins over fitting a new one.
         self.tokenizer = tokenizer_from_state(tokenizer_state) if tokenizer_state else None
         self.train_tokens: torch.Tensor | None = None
@@ -94,7 +99,7 @@ class TextDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_tokens is not None:
             return
-        text = pydoc_text() if self.path is None else read_text_file(self.path, self.missing_hint)
+        text = pydoc_text() if self.path is None else read_text_file(self.path, self.root)
         if self.tokenizer is None:
             self.tokenizer = build_tokenizer(self.tokenizer_kind, text)
         tokens = self.tokenizer.encode(text)

@@ -1,0 +1,75 @@
+"""Bad input gets one clear message that names the problem and the fix, and nothing claims success."""
+from __future__ import annotations
+
+import torch
+
+from conftest import TINY_LM, run_dirs, run_mimicry, summary
+
+
+def failing(tmp_path, *args):
+    result = run_mimicry(tmp_path, *args, check=False)
+    assert result.returncode != 0, f"expected failure:\n{result.stdout[-2000:]}"
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output, output[-3000:]
+    return output
+
+
+def test_misspelled_option_lists_the_valid_ones(tmp_path):
+    output = failing(tmp_path, "train", "task=lm", "data=pydocs")
+    assert "Could not find 'data/pydocs'" in output and "tinyshakespeare" in output and "pydoc" in output
+    assert run_dirs(tmp_path) == []
+
+
+def test_misspelled_key_is_named(tmp_path):
+    output = failing(tmp_path, "train", "task=lm", "trainer.max_epoch=1")
+    assert "trainer.max_epoch" in output
+    assert run_dirs(tmp_path) == []
+
+
+def test_loss_that_does_not_fit_the_task_fails_before_training(tmp_path):
+    output = failing(tmp_path, "train", *TINY_LM, "loss=hinge")
+    assert "loss=hinge does not go with task=lm; choose one of: next_token" in output
+    (run_dir,) = run_dirs(tmp_path)
+    assert summary(run_dir)["status"] == "failed" and not (run_dir / "checkpoints").exists()
+
+
+def test_missing_data_file_names_the_file_and_where_it_looked(tmp_path):
+    output = failing(tmp_path, "train", *TINY_LM, "data=tinyshakespeare", f"data.root={tmp_path / 'nowhere'}")
+    assert f"{tmp_path / 'nowhere' / 'tinyshakespeare' / 'input.txt'}" in output and "data.root" in output
+    assert summary(run_dirs(tmp_path)[0])["status"] == "failed"
+
+
+def test_empty_and_unset_data_files(tmp_path):
+    (tmp_path / "empty.txt").write_text("  \n")
+    assert "text file is empty" in failing(tmp_path, "train", *TINY_LM, "data=text", "data.path=empty.txt")
+    assert "required setting(s) not given: data.path" in failing(tmp_path, "train", *TINY_LM, "data=text")
+
+
+def test_text_too_short_for_the_context(tmp_path):
+    (tmp_path / "short.txt").write_text("hello world")
+    assert "too little text" in failing(tmp_path, "train", *TINY_LM, "data=text", "data.path=short.txt")
+
+
+def test_corrupt_checkpoint(tmp_path):
+    (tmp_path / "broken.ckpt").write_bytes(b"this is not a checkpoint")
+    output = failing(tmp_path, "sample", str(tmp_path / "broken.ckpt"))
+    assert "corrupt or not a mimicry checkpoint" in output
+    torch.save({"state_dict": {}}, tmp_path / "foreign.ckpt")
+    assert "not a mimicry checkpoint" in failing(tmp_path, "sample", str(tmp_path / "foreign.ckpt"))
+    assert "no such run directory" in failing(tmp_path, "sample", str(tmp_path / "missing"))
+
+
+def test_unknown_sample_option(trained_lm, tmp_path):
+    output = failing(tmp_path, "sample", str(trained_lm), "temprature=0.5")
+    assert "unknown sample option(s) temprature" in output and "temperature" in output
+
+
+def test_nan_loss_stops_the_run_as_diverged_and_keeps_the_last_good_checkpoint(tmp_path):
+    output = failing(tmp_path, "train", *TINY_LM, "data.steps_per_epoch=2", "trainer.max_epochs=20",
+                     "optim.lr=1e5", "optim.warmup_steps=0", "trainer.gradient_clip_val=null")
+    assert "training diverged: loss is nan" in output
+    (run_dir,) = run_dirs(tmp_path)
+    record = summary(run_dir)
+    assert record["status"] == "diverged" and "lower optim.lr" in record["error"]
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert all(torch.isfinite(w).all() for w in last["state_dict"].values())

@@ -1,0 +1,55 @@
+"""Nothing lost when a run dies: resume continues the same run; init_from fine-tunes a trained one."""
+from __future__ import annotations
+
+from conftest import TINY_LM, read_events, run_dirs, run_mimicry, summary
+
+# The schedule's length is fixed, so stopping after 2 epochs is the same run as 4, cut short.
+SCHEDULE = ["optim.decay_steps=20", "model.dropout=0.1"]  # dropout: the RNG state must resume too
+
+
+def test_resume_continues_in_the_same_directory_with_the_same_numbers(tmp_path):
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    straight.mkdir(), interrupted.mkdir()
+    run_mimicry(straight, "train", *TINY_LM, *SCHEDULE, "trainer.max_epochs=4")
+    run_mimicry(interrupted, "train", *TINY_LM, *SCHEDULE, "trainer.max_epochs=2")  # "killed" after epoch 2
+    (run_dir,) = run_dirs(interrupted)
+    assert summary(run_dir)["steps"] == 10
+
+    run_mimicry(interrupted, "train", f"resume={run_dir}", "trainer.max_epochs=4")
+    assert run_dirs(interrupted) == [run_dir]  # same directory, no new run
+    resumed, reference = summary(run_dir), summary(run_dirs(straight)[0])
+    assert resumed["status"] == "completed" and resumed["steps"] == reference["steps"] == 20
+    assert resumed["metrics"]["val/loss"] == reference["metrics"]["val/loss"]
+    assert resumed["metrics"]["train/loss"] == reference["metrics"]["train/loss"]
+
+    steps = [step for step, _ in read_events(run_dir)["scalars"]["train/loss"]]
+    assert min(steps) <= 1 and max(steps) >= 19  # one curve across both sessions
+
+
+def test_resume_without_a_checkpoint_says_so(tmp_path):
+    run_mimicry(tmp_path, "train", *TINY_LM, "trainer.max_epochs=1")
+    (run_dir,) = run_dirs(tmp_path)
+    (run_dir / "checkpoints" / "last.ckpt").unlink()
+    result = run_mimicry(tmp_path, "train", f"resume={run_dir}", check=False)
+    assert result.returncode != 0
+    assert "nothing to resume" in result.stdout + result.stderr
+    assert summary(run_dir)["status"] == "failed"
+
+
+def test_init_from_fine_tunes_on_instruction_pairs(trained_lm, tmp_path):
+    pairs = "".join(f"### Instruction:\nSay the number {i}.\n### Response:\nThe number is {i}.\n\n" for i in range(200))
+    data = tmp_path / "pairs.txt"
+    data.write_text(pairs)
+    pretrained = trained_lm / "checkpoints" / "last.ckpt"
+    run_mimicry(tmp_path, "train", *TINY_LM, f"init_from={pretrained}", "data=text", f"data.path={data}",
+                "trainer.max_epochs=3", "optim.lr=1e-2")
+    (run_dir,) = run_dirs(tmp_path)
+    record = summary(run_dir)
+    assert record["status"] == "completed"
+    assert "initialised weights from" in (run_dir / "train.log").read_text()
+    # Before its first step, the fine-tuned model writes exactly what the pretrained one wrote last
+    # (same tokenizer, prompt and seed): the weights and the vocabulary came across.
+    last_pretrained = (trained_lm / "samples" / "step_0000010.txt").read_text()
+    assert (run_dir / "samples" / "step_0000000.txt").read_text() == last_pretrained
+    # ...and then it learns the new format: the repetitive pairs are far easier than pydoc.
+    assert record["metrics"]["val/loss"] < summary(trained_lm)["metrics"]["val/loss"] - 0.5
