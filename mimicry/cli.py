@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -78,8 +79,19 @@ def prepare_train_args(args: list[str]) -> list[str]:
     return previous + new + [f"resume={_quote(str(run_dir))}", f"hydra.run.dir={_quote(str(run_dir))}"]
 
 
+def _complete_after_train() -> None:
+    """Hydra's tab completion reads the typed line: drop the word `train` so it sees only overrides."""
+    line = os.environ.get("COMP_LINE", "")
+    words = line.split(" ", 2)
+    if len(words) >= 2 and words[1] == "train":
+        shorter = " ".join([words[0], *words[2:]])
+        os.environ["COMP_POINT"] = str(max(0, int(os.environ.get("COMP_POINT", len(line))) - (len(line) - len(shorter))))
+        os.environ["COMP_LINE"] = shorter
+
+
 def train(args: list[str]) -> int:
     _register_resolvers()
+    _complete_after_train()
     sys.argv = [sys.argv[0], *prepare_train_args(args)]
     _hydra_train()
     return 1 if _failed_runs else 0

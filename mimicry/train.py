@@ -3,6 +3,7 @@ then ``summary.json`` and the HParams tab. Everything is built from the composed
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,17 @@ from mimicry.errors import DivergedError, MimicryError
 from mimicry.run_record import RunRecord
 
 log = logging.getLogger("mimicry")
+
+
+class _QuietLightning(logging.Filter):
+    """Drop Lightning's advertisement for its cloud logger from every run's log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_QuietLightning())
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
 def run(cfg: DictConfig) -> bool:

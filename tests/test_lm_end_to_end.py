@@ -72,3 +72,9 @@ def test_list_and_compare(trained_lm, tmp_path):
 def test_train_help_lists_the_option_groups(tmp_path):
     help_text = run_mimicry(tmp_path, "train", "--help").stdout
     assert "task:" in help_text and "trainer: cpu, ddp, debug, gpu" in help_text
+
+
+def test_tab_completion_after_train(tmp_path):
+    line = "mimicry train trainer.max_"
+    result = run_mimicry(tmp_path, "-sc", "query=bash", env={"COMP_LINE": line, "COMP_POINT": str(len(line))})
+    assert "trainer.max_epochs=" in result.stdout and "trainer.max_steps=" in result.stdout
