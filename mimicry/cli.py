@@ -35,8 +35,11 @@ def _register_resolvers() -> None:
     """Resolvers used by conf/train.yaml to name run directories."""
     import secrets
 
-    if not OmegaConf.has_resolver("uid"):  # two runs started in the same second still differ
-        OmegaConf.register_new_resolver("uid", lambda: secrets.token_hex(2))
+    if not OmegaConf.has_resolver("uid"):
+        # Two runs started in the same second still differ; one process keeps one id, because
+        # Lightning's DDP re-launch resolves the run directory a second time.
+        run_id = secrets.token_hex(2)
+        OmegaConf.register_new_resolver("uid", lambda: run_id)
     if not OmegaConf.has_resolver("dirname"):  # overrides as a short, path-safe name
         OmegaConf.register_new_resolver(
             "dirname", lambda text: ("_" + str(text).replace("/", "-")[:80]) if text else "")

@@ -12,6 +12,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pytorch_lightning.utilities import rank_zero_only
+
 STATUSES = ("running", "completed", "failed", "diverged")
 
 
@@ -29,6 +31,8 @@ class RunRecord:
 
     def update(self, status: str, **fields: Any) -> None:
         assert status in STATUSES, status
+        if rank_zero_only.rank != 0:  # under DDP every process runs this; one writes
+            return
         self.data.update(fields, status=status,
                          wall_time_s=round(self._previous_wall + time.perf_counter() - self._start, 2),
                          updated=datetime.now(timezone.utc).isoformat(timespec="seconds"))

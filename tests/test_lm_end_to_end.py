@@ -78,3 +78,11 @@ def test_tab_completion_after_train(tmp_path):
     line = "mimicry train trainer.max_"
     result = run_mimicry(tmp_path, "-sc", "query=bash", env={"COMP_LINE": line, "COMP_POINT": str(len(line))})
     assert "trainer.max_epochs=" in result.stdout and "trainer.max_steps=" in result.stdout
+
+
+def test_ddp_relaunch_on_cpu_writes_one_run_directory(tmp_path):
+    """Lightning re-launches `mimicry` for rank 1 with overrides only; both ranks share one run dir."""
+    args = [a for a in TINY_LM if not a.startswith("trainer.max_epochs")]
+    run_mimicry(tmp_path, "train", *args, "trainer.max_epochs=1", "trainer.devices=2", "trainer.strategy=ddp")
+    (run_dir,) = run_dirs(tmp_path)
+    assert summary(run_dir)["status"] == "completed"

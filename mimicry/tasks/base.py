@@ -57,7 +57,7 @@ class ImitationTask(pl.LightningModule):
             if self.is_logging_step():
                 self.log(name, value, on_step=True, on_epoch=False, **kwargs)
         else:
-            self.log(name, value, on_step=False, on_epoch=True, **kwargs)
+            self.log(name, value, on_step=False, on_epoch=True, sync_dist=True, **kwargs)
 
     def count_items(self, batch: Any) -> int:
         """Items this batch contributes to throughput (override for tokens)."""

@@ -37,8 +37,8 @@ class LanguageModeling(ImitationTask):
 
     def on_validation_epoch_end(self) -> None:
         nll = self.val_nll.compute()  # nats per token
-        self.log("val/perplexity", nll.exp())
-        self.log("val/bits_per_char", nll / math.log(2))
+        self.log("val/perplexity", nll.exp(), sync_dist=True)
+        self.log("val/bits_per_char", nll / math.log(2), sync_dist=True)
         self.val_nll.reset()
 
     def count_items(self, tokens: torch.Tensor) -> int:
