@@ -28,22 +28,20 @@ from mimicry.data.text import TextDataModule  # noqa: E402
 from mimicry.models.gpt import GPT  # noqa: E402
 from mimicry.tasks.base import build_optimizer  # noqa: E402
 
+# The same settings as conf/experiment/lm_baby_gpt.yaml, for the plain loop.
 BABY_GPT = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=False)
 OPTIM = dict(lr=1e-3, min_lr=1e-4, betas=[0.9, 0.99], weight_decay=0.1, warmup_steps=100, decay_steps=2000)
 BATCH = 12
 
 
 def mimicry_run(root: Path, iters: int, trainer: str, out: Path) -> tuple[Path, float]:
-    """One epoch of ``iters`` steps, validation at its end (20 batches of 12 held-out windows)."""
-    args = ["task=lm", "data=tinyshakespeare", f"data.root={root}", f"data.batch_size={BATCH}",
-            f"data.steps_per_epoch={iters}", "data.val_batches=20", "trainer.max_epochs=1", f"trainer={trainer}",
-            "task.sample_every_n_steps=0", "trainer.log_every_n_steps=50",
-            *(f"model.{k}={v}" for k, v in BABY_GPT.items()),
-            *(f"optim.{k}={v}".replace(" ", "") for k, v in OPTIM.items())]
+    """`mimicry train experiment=lm_baby_gpt`: 8 epochs of iters/8 steps, validated after each."""
+    args = ["experiment=lm_baby_gpt", f"data.root={root}", f"trainer={trainer}", f"data.steps_per_epoch={iters // 8}",
+            f"optim.decay_steps={iters}", "task.sample_every_n_steps=0", "trainer.log_every_n_steps=50"]
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "mimicry.cli", "train", *args], cwd=out, check=True)
     wall = time.perf_counter() - start
-    (summary,) = sorted((out / "outputs").rglob("summary.json"), key=os.path.getmtime)[-1:]
+    summary = max((out / "outputs").rglob("summary.json"), key=os.path.getmtime)
     return summary.parent, wall
 
 
