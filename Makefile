@@ -18,7 +18,7 @@ train: setup
 	$(BIN)/mimicry train task=gan $(ARGS)
 
 test: setup
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n 2 $(ARGS)  # two workers, one torch thread each (tests/conftest.py)
 
 clean:
 	rm -rf outputs multirun lightning_logs .pytest_cache

@@ -1,4 +1,4 @@
-"""The `mimicry` command: train | sample | list | compare.
+"""The `mimicry` command: train | sample | eval | list | compare.
 
 `mimicry train` is a Hydra app, so every Hydra feature works (`-m` sweeps, `--cfg job`, `--help`).
 """
@@ -24,11 +24,12 @@ commands:
                                     mimicry train task=lm init_from=RUN_DIR data=text data.path=FILE
   sample RUN_DIR|CKPT [k=v...]  draw samples from a trained run (n=, seed=, out=, and the task's own
                                options, e.g. prompt= temperature= top_k= top_p= length= for lm)
+  eval RUN_DIR [n=1000 seed=0] image metrics of a finished image run (FID, precision/recall, coverage, copies)
   list                         tasks, models, losses and data options, and which go together
   compare RUN_DIR...           a table of the runs' status and final metrics (summary.json)
 """
 
-COMMANDS = ("train", "sample", "list", "compare")
+COMMANDS = ("train", "sample", "eval", "list", "compare")
 
 
 def _register_resolvers() -> None:
@@ -114,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         if command == "sample":
             from mimicry.sample import sample_command
             return sample_command(rest)
+        if command == "eval":
+            from mimicry.evaluate import eval_command
+            return eval_command(rest)
         if command == "list":
             from mimicry.catalog import print_catalog
             return print_catalog()

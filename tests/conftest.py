@@ -5,12 +5,18 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+# Feature nets that tests build are cached per test session, never in the user's cache.
+FEATURE_NET_CACHE = Path(tempfile.mkdtemp(prefix="mimicry-feature-nets-"))
+os.environ["MIMICRY_FEATURE_NETS"] = str(FEATURE_NET_CACHE)
+torch.set_num_threads(1)
 
 # A GPT small enough that a 2-epoch lm run takes seconds on 2 CPU cores.
 TINY_LM = [
@@ -22,7 +28,9 @@ TINY_LM = [
 
 def run_mimicry(cwd: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     """`mimicry ARGS` in ``cwd`` (runs land in cwd/outputs), offline data root, output captured."""
-    full_env = {**os.environ, "MIMICRY_DATA": str(SHARED_DATA), "HYDRA_FULL_ERROR": "0", **(env or {})}
+    full_env = {**os.environ, "MIMICRY_DATA": str(SHARED_DATA), "HYDRA_FULL_ERROR": "0",
+                # one thread per run: tests run two at a time on 2 cores (pytest -n 2)
+                "OMP_NUM_THREADS": "1", "MIMICRY_FEATURE_NETS": str(FEATURE_NET_CACHE), **(env or {})}
     result = subprocess.run([sys.executable, "-m", "mimicry.cli", *args], cwd=cwd, env=full_env,
                             capture_output=True, text=True, timeout=600)
     if check and result.returncode != 0:

@@ -1,0 +1,131 @@
+"""`mimicry train task=image_ar` end to end, sampling, eval, the classifier/feature net, and bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from conftest import read_events, run_dirs, run_mimicry, summary
+from mimicry.data.images import DigitsDataModule, ImageFolderDataModule
+from mimicry.errors import MimicryError
+from mimicry.tasks.classifier import load_feature_net
+from mimicry.tasks.image_ar import ImageAutoregressive
+
+TINY_IMAGE_AR = [
+    "task=image_ar", "model.n_layer=1", "model.n_head=2", "model.n_embd=32", "tokenizer.levels=4",
+    "data.limit=64", "data.batch_size=16", "trainer.max_epochs=2", "trainer.log_every_n_steps=1",
+    "task.sample_every_n_steps=4", "task.num_samples=8", "task.completions=2",
+    "task.metrics_every_n_epochs=2", "task.metrics_samples=24", "task.feature_net.steps=20",
+]
+TINY_GPT = {"_target_": "mimicry.models.gpt.GPT", "n_layer": 1, "n_head": 2, "n_embd": 32}
+NEXT_TOKEN = {"_target_": "mimicry.losses.sequence.NextTokenCrossEntropy"}
+OPTIM = {"lr": 1e-3}
+DIGITS_SPEC = {"kind": "image", "dataset": "digits", "channels": 1, "image_size": 16, "num_classes": 10,
+               "value_range": "unit"}
+
+
+@pytest.fixture(scope="module")
+def feature_net_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("feature_nets")
+
+
+@pytest.fixture(scope="module")
+def trained_image_ar(tmp_path_factory, feature_net_cache) -> Path:
+    cwd = tmp_path_factory.mktemp("image_ar_run")
+    run_mimicry(cwd, "train", *TINY_IMAGE_AR, env={"MIMICRY_FEATURE_NETS": str(feature_net_cache)})
+    (run_dir,) = run_dirs(cwd)
+    return run_dir
+
+
+def test_image_ar_run_writes_grids_and_bits_per_dim(trained_image_ar: Path) -> None:
+    record = summary(trained_image_ar)
+    assert record["status"] == "completed" and record["steps"] == 8
+    assert 0 < record["metrics"]["val/bits_per_dim"] < 2.0  # 4 levels: at most 2 bits per dim
+    events = read_events(trained_image_ar)
+    for tag in ["val/bits_per_dim", "val/nll_per_image", "val/loss", "train/loss", "train/tokens_per_sec",
+                "val/fid", "val/kid", "val/precision", "val/recall", "val/classes_covered", "val/copy_rate"]:
+        assert tag in events["scalars"], f"{tag} missing; have {sorted(events['scalars'])}"
+    assert {"samples/images", "samples/completions", "samples/memorization"} <= set(events["images"])
+    steps = {step for step, _, _ in events["images"]["samples/images"]}
+    assert {0, 4, 8} <= steps  # before training, every 4 steps, at the end
+    grids = sorted((trained_image_ar / "samples").glob("step_*.png"))
+    assert grids and Image.open(grids[-1]).size == (3 * 17 + 1, 3 * 17 + 1)  # 8 samples, 3 per row, 16 px + padding
+    completion = Image.open(sorted((trained_image_ar / "samples").glob("completion_step_*.png"))[-1])
+    assert completion.size == (5 * 17 + 1, 2 * 17 + 1)  # image | prompt | 3 tries, for 2 images
+
+
+def test_sample_and_eval_from_a_run(trained_image_ar: Path, tmp_path: Path, feature_net_cache: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "drawn"
+    run_mimicry(tmp_path, "sample", str(trained_image_ar), "n=6", "seed=2", f"out={out}",
+                env={"MIMICRY_DATA": str(tmp_path / "nowhere")})  # sampling needs no data
+    (png,) = out.glob("*.png")
+    assert Image.open(png).size[0] > 16
+
+    from mimicry.evaluate import evaluate
+
+    monkeypatch.setenv("MIMICRY_FEATURE_NETS", str(feature_net_cache))
+    result = evaluate(trained_image_ar, n=24)
+    assert result["samples"] == 24 and result["metrics"]["fid"] >= 0
+    assert result["real_vs_real"]["fid"] < result["metrics"]["fid"]  # an 8-step model is worse than real data
+    assert (trained_image_ar / "eval" / "metrics.json").is_file()
+
+
+def _task(**options) -> ImageAutoregressive:
+    torch.manual_seed(0)
+    return ImageAutoregressive(model=TINY_GPT, loss=NEXT_TOKEN, optim=OPTIM, data_spec=DIGITS_SPEC, **options)
+
+
+def test_conditional_grid_has_one_row_per_class_and_is_seeded() -> None:
+    task = _task(conditional=True, tokenizer={"_target_": "mimicry.data.image_tokenizers.PixelTokenizer", "levels": 2})
+    assert task.model.vocab_size == 2 + 10 and task.model.block_size == 256  # levels + one start token per class
+    images, columns = task.sample_grid(20, seed=1)
+    assert images.shape == (20, 1, 16, 16) and columns == 2
+    assert set(images.unique().tolist()) <= {0.0, 1.0}
+    again, _ = task.sample_grid(20, seed=1)
+    assert torch.equal(images, again)
+
+
+def test_completion_keeps_the_top_half() -> None:
+    task = _task()
+    real = DigitsDataModule(value_range="unit").val_images()[:2]
+    grid = task.completion_grid(real, seed=0, tries=2)
+    assert grid.shape[1:] == (2 * 17 + 1, 4 * 17 + 1)
+    prefix = task.tokenizer.encode(real)[:, : 8 * 16]
+    completed = task.draw(2, seed=0, prefix=prefix)
+    assert torch.equal(task.tokenizer.encode(completed)[:, : 8 * 16], prefix)
+
+
+def test_patch_tokenizer_and_bad_input_fail_before_training() -> None:
+    patches = {"_target_": "mimicry.data.image_tokenizers.PatchTokenizer", "patch_size": 4, "codebook_size": 32}
+    task = _task(tokenizer=patches)
+    assert task.length == 16 and task.model.vocab_size == 33
+    with pytest.raises(MimicryError, match="not divisible"):
+        _task(tokenizer={**patches, "patch_size": 3})
+    with pytest.raises(MimicryError, match="value_range=unit"):
+        ImageAutoregressive(model=TINY_GPT, loss=NEXT_TOKEN, optim=OPTIM,
+                            data_spec={**DIGITS_SPEC, "value_range": "signed"})
+    with pytest.raises(MimicryError, match="at least 2 classes"):
+        ImageAutoregressive(model=TINY_GPT, loss=NEXT_TOKEN, optim=OPTIM,
+                            data_spec={**DIGITS_SPEC, "num_classes": 1}, conditional=True)
+
+
+def test_wrong_tokenizer_choice_lists_the_options(tmp_path: Path) -> None:
+    result = run_mimicry(tmp_path, "train", "task=image_ar", "tokenizer=wavelets", check=False)
+    assert result.returncode != 0 and "patches" in result.stderr and "pixels" in result.stderr
+
+
+def test_feature_net_is_built_once_then_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MIMICRY_FEATURE_NETS", str(tmp_path / "nets"))
+    data = DigitsDataModule(value_range="unit", limit=50)
+    net = load_feature_net(data, steps=40, width=8)
+    assert net.test_accuracy > 0.5 and len(list((tmp_path / "nets").glob("digits_*.pt"))) == 1
+    cached = load_feature_net(DigitsDataModule(), steps=40, width=8)  # another value range: same net
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), cached.state_dict().values()))
+
+    for i in range(3):
+        Image.new("L", (8, 8), color=i * 40).save(tmp_path / f"{i}.png")
+    assert load_feature_net(ImageFolderDataModule(path=str(tmp_path))) is None  # no labels, no feature net
