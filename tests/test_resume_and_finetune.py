@@ -1,6 +1,8 @@
 """Nothing lost when a run dies: resume continues the same run; init_from fine-tunes a trained one."""
 from __future__ import annotations
 
+import torch
+
 from conftest import TINY_LM, read_events, run_dirs, run_mimicry, summary
 
 # The schedule's length is fixed, so stopping after 2 epochs is the same run as 4, cut short.
@@ -53,3 +55,13 @@ def test_init_from_fine_tunes_on_instruction_pairs(trained_lm, tmp_path):
     assert (run_dir / "samples" / "step_0000000.txt").read_text() == last_pretrained
     # ...and then it learns the new format: the repetitive pairs are far easier than pydoc.
     assert record["metrics"]["val/loss"] < summary(trained_lm)["metrics"]["val/loss"] - 0.5
+
+
+def test_last_checkpoint_follows_every_epoch_even_without_improvement(tmp_path):
+    # lr=0: the validation loss never improves, so best.ckpt stays at epoch 1; last.ckpt must not.
+    run_mimicry(tmp_path, "train", *TINY_LM, "optim.lr=0.0", "optim.min_lr=0.0", "trainer.max_epochs=3")
+    (run_dir,) = run_dirs(tmp_path)
+
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    best = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)
+    assert last["global_step"] == 15 and best["global_step"] == 5

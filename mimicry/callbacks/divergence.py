@@ -17,7 +17,8 @@ class DivergenceGuard(pl.Callback):
                            batch_idx: int) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if isinstance(loss, torch.Tensor) and not torch.isfinite(loss).all():
+            clipping = ", trainer.gradient_clip_val=1.0" if pl_module.automatic_optimization else ""
             raise DivergedError(
                 f"training diverged: loss is {loss.item()} at step {trainer.global_step}. The last good checkpoint is "
-                f"kept in checkpoints/. Try a lower optim.lr, trainer.gradient_clip_val=1.0, or trainer.precision=32."
+                f"kept in checkpoints/. Try a lower optim.lr{clipping}, or trainer.precision=32."
             )

@@ -115,7 +115,8 @@ def build_optimizer(parameters, optim: dict, total_steps: int | float) -> dict:
     decay_steps = optim.get("decay_steps")
     if not decay_steps:  # decay over the whole run unless told otherwise
         decay_steps = int(total_steps) if math.isfinite(total_steps) else 10_000
-    schedule = warmup_cosine(optim.get("warmup_steps", 0), decay_steps, optim.get("min_lr", optim["lr"]) / optim["lr"])
+    min_ratio = optim.get("min_lr", optim["lr"]) / optim["lr"] if optim["lr"] > 0 else 1.0
+    schedule = warmup_cosine(optim.get("warmup_steps", 0), decay_steps, min_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

@@ -1,0 +1,335 @@
+"""GAN: two imitations per step. The discriminator imitates the labels "real" / "fake"; the
+generator imitates "real" through the discriminator. New images take one step from noise.
+
+Balance is the hard part, so it is made visible: D's verdicts and accuracy, both losses and
+both gradient norms every logging step; the forgery map (the gradient of D's verdict on each
+pixel of a fake: the target G follows) beside the fakes; class coverage from the offline
+feature net when one is available, with a warning when it drops (mode collapse).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from pytorch_lightning.core.optimizer import LightningOptimizer
+from torch import Tensor
+from torch.utils.tensorboard import SummaryWriter
+from torchvision.utils import make_grid, save_image
+
+from mimicry.errors import MimicryError
+from mimicry.metrics.forgery_map import forgery_heatmap, forgery_map
+from mimicry.models.ema import exponential_moving_average
+from mimicry.tasks.base import ImitationTask, build_optimizer
+
+log = logging.getLogger("mimicry")
+
+BALANCE_MODES = ("none", "adaptive")
+
+
+class GenerativeAdversarial(ImitationTask):
+    sample_options = ("truncation", "label", "interpolation_steps")
+
+    def __init__(self, model: dict, loss: dict, optim: dict, data_spec: dict, sample_every_n_steps: int = 250,
+                 conditional: bool = False, d_steps: int | None = None, ema_decay: float = 0.999,
+                 balance: str = "none", balance_threshold: float = 0.85, sample_seed: int = 0,
+                 num_samples: int = 64, metrics_every_n_epochs: int = 5, metrics_samples: int = 1000,
+                 feature_net: dict | None = None, coverage_drop_warning: float = 0.25):
+        super().__init__(model, loss, optim, data_spec, sample_every_n_steps)
+        self.automatic_optimization = False  # two optimizers, stepped by hand
+        if balance not in BALANCE_MODES:
+            raise MimicryError(f"balance={balance!r} is not one of {', '.join(BALANCE_MODES)}")
+        num_classes = int(data_spec.get("num_classes", 0))
+        if conditional and num_classes < 2:
+            raise MimicryError(f"task.conditional=true needs labelled data with at least 2 classes; "
+                               f"data {data_spec.get('dataset', '?')} has {num_classes}")
+        if data_spec.get("value_range", "signed") != "signed":
+            raise MimicryError("task=gan needs images in [-1, 1] (the generator ends in Tanh): set data.value_range=signed")
+        self.num_classes = num_classes if conditional else 0
+        shape = {"channels": data_spec["channels"], "image_size": data_spec["image_size"],
+                 "num_classes": self.num_classes}
+        self.generator = instantiate(model["generator"], **shape)
+        self.discriminator = instantiate(model["discriminator"], **shape)
+        self.latent_dim = self.generator.latent_dim
+        if self.loss_fn.penalties and getattr(self.discriminator, "norm", None) == "batch":
+            raise MimicryError(
+                f"{type(self.loss_fn).__name__} adds a gradient penalty ({', '.join(self.loss_fn.penalties)}), "
+                f"which needs each image's gradient on its own; BatchNorm in the discriminator mixes the images "
+                f"of a batch. Use model.discriminator.norm=none or spectral.")
+        # The generator's EMA draws the samples; `ema_decay=0` samples from the raw generator.
+        self.generator_ema = exponential_moving_average(self.generator, ema_decay) if ema_decay > 0 else None
+        self.d_steps = int(d_steps or self.loss_fn.default_d_steps)
+        self._d_skipped, self._d_skipped_ever = 0, False
+        self._best_classes_covered = 0.0
+        self._helpers: dict[str, Any] = {}  # feature net, reference images: not part of the state dict
+
+    # ---- the two imitations ------------------------------------------------------------------
+    def noise(self, n: int, generator: torch.Generator | None = None, truncation: float | None = None) -> Tensor:
+        """z ~ N(0, I); with `truncation`, components beyond ±truncation are redrawn (BigGAN's trick)."""
+        z = torch.randn(n, self.latent_dim, generator=generator)
+        if truncation is not None:
+            if truncation <= 0:
+                raise MimicryError(f"truncation={truncation}: give a positive number of standard deviations")
+            while (outside := z.abs() > truncation).any():
+                z[outside] = torch.randn(int(outside.sum()), generator=generator)
+        return z.to(self.device)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        real, labels = batch
+        labels = labels if self.num_classes else None  # fakes are drawn with the real batch's labels
+        opt_g, opt_d = self.optimizers()
+
+        # 1. The discriminator imitates the labels: real images -> "real", fakes -> "fake".
+        d_stepped = False
+        for _ in range(self.d_steps):
+            fake = self.generator(self.noise(len(real)), labels).detach()
+            real_logits, fake_logits = self.discriminator(real, labels), self.discriminator(fake, labels)
+            d_accuracy = self.loss_fn.d_accuracy(real_logits, fake_logits)
+            d_loss = self.loss_fn.discriminator(real_logits, fake_logits)
+            if self.hparams.balance == "adaptive" and d_accuracy > self.hparams.balance_threshold:
+                self._skip_discriminator_step(d_accuracy)  # D is already winning: let G catch up
+                continue
+            d_loss = d_loss + self.loss_fn.regularizer(lambda x: self.discriminator(x, labels), real, fake)
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(d_loss)
+            self._step_without_counting(opt_d)
+            d_stepped = True
+        d_grad_norm = grad_norm(self.discriminator)
+
+        # 2. The generator imitates "real" through the discriminator (D's weights stay put).
+        self.discriminator.requires_grad_(False)
+        g_loss = self.loss_fn.generator(self.discriminator(self.generator(self.noise(len(real)), labels), labels))
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(g_loss)
+        g_grad_norm = grad_norm(self.generator)
+        opt_g.step()  # global_step += 1: it counts generator steps (one per batch)
+        self.discriminator.requires_grad_(True)
+        g_schedule, d_schedule = self.lr_schedulers()
+        g_schedule.step()
+        if d_stepped:  # D's schedule counts D's own updates (adaptive balance may skip them all)
+            d_schedule.step()
+        if self.generator_ema is not None:
+            self.generator_ema.update_parameters(self.generator)
+
+        # Checked after the step, when Lightning also decides whether this batch's logs are written.
+        if self.is_logging_step():
+            verdict = self.loss_fn.verdict
+            scalars = {
+                "train/d_loss": d_loss, "train/g_loss": g_loss, "train/loss": d_loss + g_loss,
+                "gan/d_real": verdict(real_logits).mean(), "gan/d_fake": verdict(fake_logits).mean(),
+                "gan/d_accuracy": d_accuracy, "gan/d_grad_norm": d_grad_norm, "gan/g_grad_norm": g_grad_norm,
+            }
+            if self.hparams.balance == "adaptive":
+                scalars["gan/d_skipped"] = float(self._d_skipped)  # D steps skipped since the last log
+                self._d_skipped = 0
+            for name, value in scalars.items():
+                self.log(name, value, on_step=True, on_epoch=False, prog_bar=name in ("train/loss", "gan/d_accuracy"))
+        return (d_loss + g_loss).detach()  # the divergence guard watches this
+
+    def _skip_discriminator_step(self, d_accuracy: Tensor) -> None:
+        if not self._d_skipped_ever:
+            log.info(f"balance=adaptive acts at step {self.global_step}: D's accuracy {float(d_accuracy):.2f} > "
+                     f"{self.hparams.balance_threshold}, so D steps are skipped until G catches up (gan/d_skipped)")
+            self._d_skipped_ever = True
+        self._d_skipped += 1
+
+    def _step_without_counting(self, optimizer: LightningOptimizer) -> None:
+        """Step D through the strategy (precision plugin, hooks) but not through
+        LightningOptimizer.step, which adds one to trainer.global_step per call (Lightning issue
+        #17958). global_step then counts generator steps = batches, as in every other task, so
+        max_steps, the logging cadence and sample steps mean the same thing."""
+        self.trainer.strategy.optimizer_step(optimizer.optimizer, closure=lambda: None)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """The base logs one train/grad_norm; a GAN logs one per network (gan/d_grad_norm, gan/g_grad_norm)."""
+
+    def configure_optimizers(self) -> tuple[dict, dict]:
+        """Two Adam(W) optimizers (TTUR: each network its own lr); betas from the loss unless set."""
+        optim = dict(self.hparams.optim)
+        betas = optim.get("betas") or self.loss_fn.default_betas
+        flat_ratio = (optim.get("min_lr") or optim["lr"]) / optim["lr"]  # the same decay for both
+        total = self.trainer.estimated_stepping_batches
+        generator = build_optimizer(self.generator.parameters(), {**optim, "betas": betas,
+                                    "min_lr": optim["lr"] * flat_ratio}, total)
+        d_lr = optim.get("d_lr") or optim["lr"]
+        discriminator = build_optimizer(self.discriminator.parameters(), {**optim, "lr": d_lr, "betas": betas,
+                                        "min_lr": d_lr * flat_ratio}, total)
+        generator["lr_scheduler"]["name"] = "lr-generator"  # the LR monitor's curve names
+        discriminator["lr_scheduler"]["name"] = "lr-discriminator"
+        return generator, discriminator
+
+    # ---- what needs the data: the feature net and the real images it compares against ----------
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is None or stage != "fit" or not self.hparams.metrics_every_n_epochs:
+            return
+        from mimicry.tasks.classifier import load_feature_net  # the offline classifier, cached per dataset
+
+        self._helpers["feature_net"] = load_feature_net(datamodule, **(self.hparams.feature_net or {}))
+        self._helpers["real_images"] = datamodule.train_images()[: self.hparams.metrics_samples]
+
+    # ---- validation: D on held-out real images; sample quality from the feature net ------------
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        real, labels = batch
+        labels = labels if self.num_classes else None
+        fake = self.sample_generator()(self.noise(len(real)), labels)
+        real_logits, fake_logits = self.discriminator(real, labels), self.discriminator(fake, labels)
+        # D's verdict on real images it never trained on: far below gan/d_real = D memorises its training set.
+        self.log("val/d_real", self.loss_fn.verdict(real_logits).mean(), on_epoch=True)
+        self.log("val/d_accuracy", self.loss_fn.d_accuracy(real_logits, fake_logits), on_epoch=True)
+
+    def _metrics_due(self) -> bool:
+        every = self.hparams.metrics_every_n_epochs
+        if not every or self._trainer is None or self.trainer.sanity_checking:
+            return False
+        if self._helpers.get("feature_net") is None:
+            return False
+        epoch = self.current_epoch + 1
+        return epoch % every == 0 or epoch == self.trainer.max_epochs
+
+    def on_validation_epoch_end(self) -> None:
+        if self._metrics_due():
+            self.log_image_metrics()
+
+    def log_image_metrics(self) -> None:
+        """FID, KID, precision/recall, class coverage of fixed-seed fakes against the training images."""
+        from mimicry.metrics.image_quality import image_metrics
+
+        real, net = self._helpers["real_images"], self._helpers["feature_net"].to(self.device)
+        fakes = self.draw(len(real), seed=self.hparams.sample_seed + 1)
+        metrics = image_metrics(real.to(self.device), fakes, net)
+        for name, value in metrics.items():
+            self.log(f"val/{name}", value)
+        self._check_coverage(metrics)
+
+    def _check_coverage(self, metrics: dict[str, float]) -> None:
+        """Mode collapse shows first as fewer classes among the fakes: say so in the log and in TensorBoard."""
+        covered, best = metrics["classes_covered"], self._best_classes_covered
+        if best and covered < (1 - self.hparams.coverage_drop_warning) * best:
+            message = (f"class coverage dropped at step {self.global_step}: the fakes show {covered:.0f} classes, "
+                       f"down from {best:.0f} (class entropy {metrics['class_entropy']:.2f} nats); "
+                       f"the generator may be collapsing onto a few modes")
+            log.warning(message)
+            writer = self._writer()
+            if writer is not None:
+                writer.add_text("gan/warnings", message, self.global_step)
+        self._best_classes_covered = max(best, covered)
+
+    # ---- samples -----------------------------------------------------------------------------
+    def sample_generator(self) -> torch.nn.Module:
+        """The generator that draws samples: the EMA copy (smoother), else the trained one."""
+        return self.generator_ema.module if self.generator_ema is not None else self.generator
+
+    @torch.no_grad()
+    def _generate(self, z: Tensor, labels: Tensor | None) -> Tensor:
+        generator = self.sample_generator()
+        was_training = generator.training
+        generator.eval()  # BatchNorm's running statistics, not this batch's
+        images = generator(z, labels)
+        generator.train(was_training)
+        return images
+
+    @torch.no_grad()
+    def draw(self, n: int, seed: int, truncation: float | None = None, labels: Tensor | None = None) -> Tensor:
+        """n images in [-1, 1] from the (EMA) generator; the same seed gives the same images."""
+        rng = torch.Generator().manual_seed(seed)
+        z = self.noise(n, rng, truncation)
+        if self.num_classes and labels is None:
+            labels = torch.arange(n, device=self.device) % self.num_classes  # one class per column
+        return self._generate(z, labels)
+
+    def sample_images(self, n: int, seed: int) -> Tensor:
+        """n images in [0, 1], for `mimicry eval`."""
+        return (self.draw(n, seed) + 1) / 2
+
+    def grid_columns(self, n: int) -> int:
+        """One column per class when conditional, else a square-ish grid."""
+        return self.num_classes if self.num_classes else max(1, int(math.sqrt(n)))
+
+    def log_samples(self, writer: SummaryWriter | None, step: int, sample_dir: Path) -> None:
+        n = self.hparams.num_samples
+        if self.num_classes:  # whole rows: one column per class
+            n = math.ceil(n / self.num_classes) * self.num_classes
+        fakes = self.draw(n, self.hparams.sample_seed)
+        labels = (torch.arange(n, device=self.device) % self.num_classes) if self.num_classes else None
+        grads = forgery_map(self.discriminator, fakes, labels, verdict=self.loss_fn.verdict)
+        columns = self.grid_columns(n)
+        fakes_grid = image_grid(fakes.cpu(), columns)
+        heat_grid, forgery_norm = forgery_heatmap(grads.cpu(), nrow=columns)
+        heat_grid = upscale(heat_grid, fakes.shape[-1])
+        side_by_side = torch.cat([fakes_grid, torch.ones(3, fakes_grid.shape[1], 8), heat_grid], dim=2)
+        save_image(side_by_side, sample_dir / f"step_{step:07d}.png")
+        if writer is not None:
+            writer.add_image("samples/fakes", fakes_grid, step)
+            writer.add_image("samples/forgery_map", heat_grid, step)
+            writer.add_scalar("gan/forgery_map_norm", forgery_norm, step)  # fades toward 0 when D wins outright
+
+    def generate_samples(self, out_dir: Path, n: int, seed: int, **options: Any) -> list[Path]:
+        truncation = options.get("truncation")
+        truncation = None if truncation is None else float(truncation)
+        label = options.get("label")
+        labels = None
+        if label is not None:
+            if not self.num_classes or not 0 <= int(label) < self.num_classes:
+                raise MimicryError(f"label={label}: this generator is "
+                                   + (f"conditional on classes 0..{self.num_classes - 1}" if self.num_classes
+                                      else "unconditional (trained without task.conditional=true)"))
+            labels = torch.full((n,), int(label), device=self.device)
+        suffix = f"seed{seed}" + (f"_trunc{truncation:g}" if truncation is not None else "")
+        images = self.draw(n, seed, truncation, labels)
+        grid_path = out_dir / f"samples_{suffix}.png"
+        save_image(image_grid(images.cpu(), self.grid_columns(n)), grid_path)
+        steps = int(options.get("interpolation_steps") or 10)
+        strip_path = out_dir / f"interpolation_{suffix}.png"
+        save_image(image_grid(self.interpolate(seed, steps, truncation, label).cpu(), steps), strip_path)
+        return [grid_path, strip_path]
+
+    @torch.no_grad()
+    def interpolate(self, seed: int, steps: int, truncation: float | None = None, label: int | None = None,
+                    rows: int = 4) -> Tensor:
+        """`rows` walks from one latent to another in `steps` images (spherical interpolation, which
+        keeps |z| typical of a Gaussian). A conditional generator keeps one class per row."""
+        if steps < 2:
+            raise MimicryError(f"interpolation_steps={steps}: need at least 2")
+        rng = torch.Generator().manual_seed(seed + 1)
+        start, end = self.noise(rows, rng, truncation), self.noise(rows, rng, truncation)
+        t = torch.linspace(0, 1, steps, device=self.device)
+        z = torch.stack([slerp(start, end, float(ti)) for ti in t], dim=1).reshape(rows * steps, -1)
+        labels = None
+        if self.num_classes:
+            row_labels = torch.full((rows,), int(label), device=self.device) if label is not None \
+                else torch.arange(rows, device=self.device) % self.num_classes
+            labels = row_labels.repeat_interleave(steps)
+        return self._generate(z, labels)
+
+    def _writer(self) -> SummaryWriter | None:
+        experiment = getattr(self.logger, "experiment", None) if self._trainer is not None else None
+        return experiment if isinstance(experiment, SummaryWriter) else None
+
+
+def upscale(grid: Tensor, image_size: int, min_cell: int = 48) -> Tensor:
+    """Nearest-neighbour zoom so that small images (16x16 digits) are visible at 100% in TensorBoard."""
+    factor = max(1, min_cell // image_size)
+    return grid if factor == 1 else torch.nn.functional.interpolate(grid[None], scale_factor=factor, mode="nearest")[0]
+
+
+def image_grid(images: Tensor, columns: int) -> Tensor:
+    """(3, H, W) grid in [0, 1] of images in [-1, 1], thin grey lines between cells, zoomed when small."""
+    grid = make_grid((images.clamp(-1, 1) + 1) / 2, nrow=columns, padding=1, pad_value=0.5)
+    return upscale(grid, images.shape[-1])
+
+
+def grad_norm(module: torch.nn.Module) -> Tensor:
+    """Global L2 norm of a network's gradients (zero when it has none yet)."""
+    norms = [p.grad.detach().norm() for p in module.parameters() if p.grad is not None]
+    return torch.stack(norms).norm() if norms else torch.zeros(())
+
+
+def slerp(a: Tensor, b: Tensor, t: float) -> Tensor:
+    """Spherical interpolation between rows of a and b."""
+    cos = (torch.nn.functional.normalize(a, dim=1) * torch.nn.functional.normalize(b, dim=1)).sum(1, keepdim=True)
+    omega = torch.arccos(cos.clamp(-1 + 1e-7, 1 - 1e-7))
+    return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)

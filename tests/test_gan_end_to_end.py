@@ -1,0 +1,135 @@
+"""`mimicry train task=gan` as a user runs it: scalars, fakes beside forgery maps, sampling; bad input."""
+from __future__ import annotations
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from PIL import Image
+
+from conftest import read_events, run_dirs, run_mimicry, summary
+from mimicry.data.images import DigitsDataModule
+from mimicry.tasks.gan import GenerativeAdversarial
+
+# Small enough that a 2-epoch run takes seconds on 2 CPU cores.
+TINY_GAN = [
+    "task=gan", "model.generator.latent_dim=8", "model.generator.width=8", "model.discriminator.width=8",
+    "data.limit=64", "data.batch_size=16", "trainer.max_epochs=2", "trainer.log_every_n_steps=1",
+    "task.sample_every_n_steps=4", "task.num_samples=10",
+    # a tiny feature net, so class coverage and FID run too (cached in the test's own folder)
+    "task.metrics_every_n_epochs=2", "task.metrics_samples=64", "task.feature_net.width=8", "task.feature_net.steps=10",
+]
+
+
+@pytest.fixture(scope="module")
+def trained_gan(tmp_path_factory):
+    """One tiny class-conditional run, shared by the tests that only read from it."""
+    cwd = tmp_path_factory.mktemp("gan_run")
+    run_mimicry(cwd, "train", *TINY_GAN, "task.conditional=true", env={"MIMICRY_FEATURE_NETS": str(cwd / "nets")})
+    (run_dir,) = run_dirs(cwd)
+    return run_dir
+
+
+def test_gan_run_writes_scalars_fakes_and_forgery_maps(trained_gan):
+    record = summary(trained_gan)
+    assert record["status"] == "completed" and record["steps"] == 8  # 4 batches x 2 epochs: one per G step
+
+    events = read_events(trained_gan)
+    for tag in ["gan/d_real", "gan/d_fake", "gan/d_accuracy", "gan/d_grad_norm", "gan/g_grad_norm",
+                "gan/forgery_map_norm", "train/d_loss", "train/g_loss", "train/loss", "val/d_real",
+                "val/fid", "val/classes_covered", "val/class_entropy"]:
+        assert tag in events["scalars"], f"{tag} missing from TensorBoard; have {sorted(events['scalars'])}"
+    assert len(events["scalars"]["gan/d_real"]) == 8  # every step at log_every_n_steps=1
+    assert all(0 <= value <= 1 for _, value in events["scalars"]["gan/d_real"])  # ns: a probability
+    fakes, maps = events["images"]["samples/fakes"], events["images"]["samples/forgery_map"]
+    assert {step for step, _, _ in fakes} == {step for step, _, _ in maps} == {0, 4, 8}
+    assert fakes[0][1:] == maps[0][1:]  # the heatmap grid lines up with the fakes grid
+
+    pngs = sorted((trained_gan / "samples").glob("step_*.png"))
+    assert [p.name for p in pngs] == ["step_0000000.png", "step_0000004.png", "step_0000008.png"]
+    width, height = Image.open(pngs[-1]).size
+    assert width > 2 * height * 0.9  # fakes | forgery map, side by side (10 columns: one per class)
+
+
+def test_sample_writes_a_grid_and_an_interpolation_strip(trained_gan, tmp_path):
+    out = tmp_path / "samples"
+    run_mimicry(tmp_path, "sample", str(trained_gan), "n=20", "truncation=0.7", "seed=3", "label=4",
+                "interpolation_steps=6", f"out={out}", env={"MIMICRY_DATA": str(tmp_path / "nowhere")})
+    grid, strip = out / "samples_seed3_trunc0.7.png", out / "interpolation_seed3_trunc0.7.png"
+    assert grid.is_file() and strip.is_file()
+    # 20 images, 10 per row (one per class), 16px + 1px lines, zoomed 3x so digits are visible at 100%
+    assert Image.open(grid).size == (3 * (10 * 17 + 1), 3 * (2 * 17 + 1))
+    assert Image.open(strip).size == (3 * (6 * 17 + 1), 3 * (4 * 17 + 1))  # 4 walks of 6 steps
+    first = Image.open(grid).tobytes()
+    run_mimicry(tmp_path, "sample", str(trained_gan), "n=20", "truncation=0.7", "seed=3", "label=4",
+                "interpolation_steps=6", f"out={out}")
+    assert Image.open(grid).tobytes() == first  # same seed, same images
+
+
+def test_wgan_gp_with_batchnorm_in_the_critic_fails_before_training(tmp_path):
+    result = run_mimicry(tmp_path, "train", *TINY_GAN, "loss=wgan_gp", "model.discriminator.norm=batch", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in output
+    assert "BatchNorm in the discriminator" in output and "model.discriminator.norm=none" in output
+    (run_dir,) = run_dirs(tmp_path)
+    assert summary(run_dir)["status"] == "failed" and not (run_dir / "checkpoints").exists()
+
+
+def test_image_size_the_networks_cannot_take(tmp_path):
+    result = run_mimicry(tmp_path, "train", *TINY_GAN, "data.image_size=18", check=False)
+    assert result.returncode != 0
+    assert "cannot make 18x18 images; it takes image sizes 16, 20, 24, 28, 32" in result.stdout + result.stderr
+
+
+def test_a_diverging_gan_is_stopped_by_the_divergence_guard(tmp_path):
+    # Adam at lr 1e6 without spectral norm: LSGAN's squared scores overflow within a step or two.
+    result = run_mimicry(tmp_path, "train", *TINY_GAN, "task.metrics_every_n_epochs=0", "trainer.max_epochs=20",
+                         "loss=lsgan", "model.discriminator.norm=none", "optim.lr=1e6", "optim.d_lr=1e6", check=False)
+    assert result.returncode != 0 and "training diverged" in result.stdout + result.stderr
+    (run_dir,) = run_dirs(tmp_path)
+    assert summary(run_dir)["status"] == "diverged"
+
+
+def tiny_task(**options) -> tuple[GenerativeAdversarial, DigitsDataModule]:
+    data = DigitsDataModule(batch_size=16, limit=32, value_range="signed")
+    data.setup()
+    model = {"generator": {"_target_": "mimicry.models.mlp_gan.MLPGenerator", "latent_dim": 8, "width": 16},
+             "discriminator": {"_target_": "mimicry.models.mlp_gan.MLPDiscriminator", "width": 16, "norm": "none"}}
+    loss = {"_target_": "mimicry.losses.gan_losses.NonSaturating"}
+    optim = {"lr": 2e-4, "d_lr": 2e-4, "betas": None, "weight_decay": 0.0, "warmup_steps": 0}
+    return GenerativeAdversarial(model, loss, optim, data.spec(), **options), data
+
+
+def fit(task, data, max_steps: int) -> pl.Trainer:
+    trainer = pl.Trainer(max_steps=max_steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0, log_every_n_steps=1)
+    trainer.fit(task, datamodule=data)
+    return trainer
+
+
+def test_adaptive_balance_skips_discriminator_steps_and_says_so():
+    torch.manual_seed(0)
+    task, data = tiny_task(balance="adaptive", balance_threshold=-1.0)  # D always "winning": always skip
+    before = [p.detach().clone() for p in task.discriminator.parameters()]
+    trainer = fit(task, data, max_steps=3)
+    assert trainer.global_step == 3
+    assert trainer.callback_metrics["gan/d_skipped"] == 1.0  # one skipped D step since the last log
+    assert all(torch.equal(a, b) for a, b in zip(before, task.discriminator.parameters()))
+
+
+def test_d_steps_and_ema_follow_the_generator():
+    torch.manual_seed(0)
+    task, data = tiny_task(d_steps=3, ema_decay=0.5)
+    trainer = fit(task, data, max_steps=2)
+    assert trainer.global_step == 2  # generator steps: D's 3 steps per batch are not counted
+    assert int(task.generator_ema.n_averaged) == 2
+    assert not torch.equal(task.generator_ema.module.net[0].weight, task.generator.net[0].weight)
+
+
+def test_a_drop_in_class_coverage_is_reported(caplog):
+    task, _ = tiny_task()
+    with caplog.at_level("WARNING", logger="mimicry"):
+        task._check_coverage({"classes_covered": 10.0, "class_entropy": 2.3})
+        task._check_coverage({"classes_covered": 9.0, "class_entropy": 2.2})  # within the allowed 25%
+        assert not caplog.records
+        task._check_coverage({"classes_covered": 3.0, "class_entropy": 0.9})
+    assert "class coverage dropped" in caplog.text and "3 classes, down from 10" in caplog.text
