@@ -1,6 +1,8 @@
 """`mimicry train task=gan` as a user runs it: scalars, fakes beside forgery maps, sampling; bad input."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -63,6 +65,18 @@ def test_sample_writes_a_grid_and_an_interpolation_strip(trained_gan, tmp_path):
     run_mimicry(tmp_path, "sample", str(trained_gan), "n=20", "truncation=0.7", "seed=3", "label=4",
                 "interpolation_steps=6", f"out={out}")
     assert Image.open(grid).tobytes() == first  # same seed, same images
+
+
+def test_eval_scores_a_finished_gan_run(trained_gan, tmp_path):
+    result = run_mimicry(tmp_path, "eval", str(trained_gan), "n=64", env={"MIMICRY_FEATURE_NETS": str(tmp_path / "nets")})
+    metrics = json.loads((trained_gan / "eval" / "metrics.json").read_text())["metrics"]
+    assert "fid" in result.stdout and metrics["fid"] >= 0 and 1 <= metrics["classes_covered"] <= 10
+
+
+def test_init_from_a_run_of_another_task_is_refused(trained_gan, tmp_path):
+    result = run_mimicry(tmp_path, "train", "task=lm", "trainer.max_epochs=1", f"init_from={trained_gan}", check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stdout + result.stderr
+    assert "holds a mimicry.tasks.gan.GenerativeAdversarial checkpoint" in result.stdout + result.stderr
 
 
 def test_wgan_gp_with_batchnorm_in_the_critic_fails_before_training(tmp_path):
