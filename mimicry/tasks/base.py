@@ -81,6 +81,19 @@ class ImitationTask(pl.LightningModule):
             if grads:
                 self.log("train/grad_norm", torch.stack(grads).norm(), on_step=True)
 
+    def tensorboard(self) -> SummaryWriter | None:
+        """The run's TensorBoard writer, for images and text; None without a TensorBoard logger."""
+        experiment = getattr(self.logger, "experiment", None) if self._trainer is not None else None
+        return experiment if isinstance(experiment, SummaryWriter) else None
+
+    def epoch_end_due(self, every_n_epochs: int) -> bool:
+        """Costly epoch-end work (sample metrics) runs every N epochs and after the last; never in
+        the sanity check."""
+        if not every_n_epochs or self._trainer is None or self.trainer.sanity_checking:
+            return False
+        epoch = self.current_epoch + 1
+        return epoch % every_n_epochs == 0 or epoch == self.trainer.max_epochs
+
     # ---- optimization --------------------------------------------------------------------------
     def configure_optimizers(self):
         return build_optimizer(self.parameters(), self.hparams.optim, self.trainer.estimated_stepping_batches)

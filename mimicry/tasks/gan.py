@@ -182,13 +182,7 @@ class GenerativeAdversarial(ImitationTask):
         self.log("val/d_accuracy", self.loss_fn.d_accuracy(real_logits, fake_logits), on_epoch=True)
 
     def _metrics_due(self) -> bool:
-        every = self.hparams.metrics_every_n_epochs
-        if not every or self._trainer is None or self.trainer.sanity_checking:
-            return False
-        if self._helpers.get("feature_net") is None:
-            return False
-        epoch = self.current_epoch + 1
-        return epoch % every == 0 or epoch == self.trainer.max_epochs
+        return self._helpers.get("feature_net") is not None and self.epoch_end_due(self.hparams.metrics_every_n_epochs)
 
     def on_validation_epoch_end(self) -> None:
         if self._metrics_due():
@@ -213,7 +207,7 @@ class GenerativeAdversarial(ImitationTask):
                        f"down from {best:.0f} (class entropy {metrics['class_entropy']:.2f} nats); "
                        f"the generator may be collapsing onto a few modes")
             log.warning(message)
-            writer = self._writer()
+            writer = self.tensorboard()
             if writer is not None:
                 writer.add_text("gan/warnings", message, self.global_step)
         self._best_classes_covered = max(best, covered)
@@ -305,9 +299,6 @@ class GenerativeAdversarial(ImitationTask):
             labels = row_labels.repeat_interleave(steps)
         return self._generate(z, labels)
 
-    def _writer(self) -> SummaryWriter | None:
-        experiment = getattr(self.logger, "experiment", None) if self._trainer is not None else None
-        return experiment if isinstance(experiment, SummaryWriter) else None
 
 
 def upscale(grid: Tensor, image_size: int, min_cell: int = 48) -> Tensor:

@@ -129,13 +129,7 @@ class ImageAutoregressive(ImitationTask):
         return self.tokenizer.kind != "patches" or bool(self.tokenizer.fitted)
 
     def _metrics_due(self) -> bool:
-        every = self.hparams.metrics_every_n_epochs
-        if not every or self._trainer is None or self.trainer.sanity_checking:
-            return False
-        if self._helpers.get("feature_net") is None:
-            return False
-        epoch = self.current_epoch + 1
-        return epoch % every == 0 or epoch == self.trainer.max_epochs
+        return self._helpers.get("feature_net") is not None and self.epoch_end_due(self.hparams.metrics_every_n_epochs)
 
     def log_image_metrics(self) -> None:
         """FID, KID, precision/recall, density/coverage, class coverage and copy rate on fixed-seed samples."""
@@ -151,7 +145,7 @@ class ImageAutoregressive(ImitationTask):
         copies = memorization(fakes.cpu(), bank, net, value_range="unit")
         for name, value in {**metrics, "copy_rate": copies["copy_rate"]}.items():
             self.log(f"val/{name}", value)
-        writer = self._writer()
+        writer = self.tensorboard()
         if writer is not None:
             writer.add_image("samples/memorization", copies["grid"], self.global_step)
 
@@ -242,6 +236,3 @@ class ImageAutoregressive(ImitationTask):
         """`mimicry eval`: n images in [0, 1] (classes in turn when conditional)."""
         return self.draw(n, seed)
 
-    def _writer(self) -> SummaryWriter | None:
-        experiment = getattr(self.logger, "experiment", None) if self._trainer is not None else None
-        return experiment if isinstance(experiment, SummaryWriter) else None
