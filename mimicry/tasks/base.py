@@ -76,10 +76,8 @@ class ImitationTask(pl.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if self.is_logging_step():
-            grads = [p.grad.detach().norm() for group in optimizer.param_groups for p in group["params"]
-                     if p.grad is not None]
-            if grads:
-                self.log("train/grad_norm", torch.stack(grads).norm(), on_step=True)
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            self.log("train/grad_norm", gradient_norm(params), on_step=True)
 
     def tensorboard(self) -> SummaryWriter | None:
         """The run's TensorBoard writer, for images and text; None without a TensorBoard logger."""
@@ -115,6 +113,12 @@ class ImitationTask(pl.LightningModule):
     def generate_samples(self, out_dir: Path, n: int, seed: int, **options: Any) -> list[Path]:
         """``mimicry sample``: write ``n`` samples under ``out_dir``; return the files written."""
         raise NotImplementedError(f"{type(self).__name__} has no samples to draw")
+
+
+def gradient_norm(parameters) -> torch.Tensor:
+    """Global L2 norm of the parameters' gradients (zero when there are none yet)."""
+    norms = [p.grad.detach().norm() for p in parameters if p.grad is not None]
+    return torch.stack(norms).norm() if norms else torch.zeros(())
 
 
 def build_optimizer(parameters, optim: dict, total_steps: int | float) -> dict:

@@ -23,7 +23,7 @@ from torchvision.utils import make_grid, save_image
 from mimicry.errors import MimicryError
 from mimicry.metrics.forgery_map import forgery_heatmap, forgery_map
 from mimicry.models.ema import exponential_moving_average
-from mimicry.tasks.base import ImitationTask, build_optimizer
+from mimicry.tasks.base import ImitationTask, build_optimizer, gradient_norm
 
 log = logging.getLogger("mimicry")
 
@@ -97,14 +97,12 @@ class GenerativeAdversarial(ImitationTask):
             self.manual_backward(d_loss)
             self._step_without_counting(opt_d)
             d_stepped = True
-        d_grad_norm = grad_norm(self.discriminator)
 
         # 2. The generator imitates "real" through the discriminator (D's weights stay put).
         self.discriminator.requires_grad_(False)
         g_loss = self.loss_fn.generator(self.discriminator(self.generator(self.noise(len(real)), labels), labels))
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(g_loss)
-        g_grad_norm = grad_norm(self.generator)
         opt_g.step()  # global_step += 1: it counts generator steps (one per batch)
         self.discriminator.requires_grad_(True)
         g_schedule, d_schedule = self.lr_schedulers()
@@ -115,12 +113,14 @@ class GenerativeAdversarial(ImitationTask):
             self.generator_ema.update_parameters(self.generator)
 
         # Checked after the step, when Lightning also decides whether this batch's logs are written.
+        # The gradients stay in .grad until the next zero_grad, so their norms are taken only here.
         if self.is_logging_step():
             verdict = self.loss_fn.verdict
             scalars = {
                 "train/d_loss": d_loss, "train/g_loss": g_loss, "train/loss": d_loss + g_loss,
                 "gan/d_real": verdict(real_logits).mean(), "gan/d_fake": verdict(fake_logits).mean(),
-                "gan/d_accuracy": d_accuracy, "gan/d_grad_norm": d_grad_norm, "gan/g_grad_norm": g_grad_norm,
+                "gan/d_accuracy": d_accuracy, "gan/d_grad_norm": gradient_norm(self.discriminator.parameters()),
+                "gan/g_grad_norm": gradient_norm(self.generator.parameters()),
             }
             if self.hparams.balance == "adaptive":
                 scalars["gan/d_skipped"] = float(self._d_skipped)  # D steps skipped since the last log
@@ -311,12 +311,6 @@ def image_grid(images: Tensor, columns: int) -> Tensor:
     """(3, H, W) grid in [0, 1] of images in [-1, 1], thin grey lines between cells, zoomed when small."""
     grid = make_grid((images.clamp(-1, 1) + 1) / 2, nrow=columns, padding=1, pad_value=0.5)
     return upscale(grid, images.shape[-1])
-
-
-def grad_norm(module: torch.nn.Module) -> Tensor:
-    """Global L2 norm of a network's gradients (zero when it has none yet)."""
-    norms = [p.grad.detach().norm() for p in module.parameters() if p.grad is not None]
-    return torch.stack(norms).norm() if norms else torch.zeros(())
 
 
 def slerp(a: Tensor, b: Tensor, t: float) -> Tensor:
