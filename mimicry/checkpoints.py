@@ -2,16 +2,18 @@
 
 A checkpoint carries everything needed to rebuild its task: the task class, its constructor
 arguments as plain values (model, loss, optimizer settings, the data spec with the tokenizer),
-and the weights. Loading uses ``weights_only=True``: a checkpoint can't run code.
+and the weights. Loading uses ``weights_only=True``, and every class the saved arguments name is
+checked before anything is built (mimicry/trusted_targets.py): a checkpoint can't run code.
 """
 from __future__ import annotations
 
-import importlib
+import inspect
 from pathlib import Path
 
 import torch
 
 from mimicry.errors import MimicryError
+from mimicry.trusted_targets import check_targets, is_trusted, resolve_own
 
 
 def find_checkpoint(path: str | Path, prefer: str = "best") -> Path:
@@ -38,18 +40,25 @@ def read_checkpoint(path: Path) -> dict:
                            f"({type(error).__name__})") from None
     if not isinstance(checkpoint, dict) or "mimicry" not in checkpoint or "hyper_parameters" not in checkpoint:
         raise MimicryError(f"{path} is not a mimicry checkpoint (no task metadata inside)")
+    if not isinstance(checkpoint["hyper_parameters"], dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise MimicryError(f"{path} is not a mimicry checkpoint (its task arguments or weights are malformed)")
+    check_targets(checkpoint["hyper_parameters"], str(path))  # before anything is built from them
     return checkpoint
 
 
 def task_class(target: str) -> type:
-    """The task class named by a dotted path; only classes inside ``mimicry.tasks`` are accepted."""
-    module_name, _, class_name = target.rpartition(".")
-    if not module_name.startswith("mimicry.tasks"):
+    """The task class named by a dotted path: a class defined in ``mimicry.tasks``, nothing else."""
+    if not isinstance(target, str) or not target.startswith("mimicry.tasks."):
         raise MimicryError(f"refusing to load task class {target!r}: not a mimicry task")
-    try:
-        return getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError):
-        raise MimicryError(f"unknown task class {target!r}; this checkpoint needs a newer mimicry") from None
+    cls = resolve_own(target)
+    if cls is None:
+        raise MimicryError(f"unknown task class {target!r}; this checkpoint needs a newer mimicry")
+    from mimicry.tasks.base import ImitationTask
+
+    # Defined under that very name, and a task: not something a task module merely imported.
+    if not (isinstance(cls, type) and issubclass(cls, ImitationTask) and is_trusted(target)):
+        raise MimicryError(f"refusing to load task class {target!r}: not a mimicry task")
+    return cls
 
 
 def checkpoint_task_name(checkpoint: dict) -> str:
@@ -60,7 +69,13 @@ def load_task(path: str | Path, prefer: str = "best"):
     """Rebuild the task saved in a checkpoint or run directory, in eval mode, on the CPU."""
     ckpt_path = find_checkpoint(path, prefer)
     checkpoint = read_checkpoint(ckpt_path)
-    task = task_class(checkpoint_task_name(checkpoint))(**checkpoint["hyper_parameters"])
+    cls = task_class(checkpoint_task_name(checkpoint))
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    unknown = sorted(set(checkpoint["hyper_parameters"]) - accepted)
+    if unknown:
+        raise MimicryError(f"{ckpt_path}: {cls.__name__} takes no argument(s) {', '.join(map(str, unknown))}; "
+                           f"the checkpoint was written by another version of mimicry or was altered")
+    task = cls(**checkpoint["hyper_parameters"])
     task.load_state_dict(checkpoint["state_dict"])
     return task.eval()
 

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -13,6 +14,8 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from mimicry.errors import MimicryError
+from mimicry.output_paths import ensure_writable_dir
+from mimicry.trusted_targets import check_targets
 
 USAGE = """usage: mimicry <command> [options]
 
@@ -80,6 +83,9 @@ def prepare_train_args(args: list[str]) -> list[str]:
     new = [a for a in args if _override_key(a) != "resume"]
     replaced = {_override_key(a) for a in new} | {"resume"}
     previous = [a for a in (yaml.safe_load(saved.read_text()) or []) if _override_key(a) not in replaced]
+    for override in previous:  # a shared run directory must not make us build foreign classes
+        for target in re.findall(r"_target_'?\"?\s*[:=]\s*'?\"?([\w.]+)", override):
+            check_targets({"_target_": target}, str(saved))
     return previous + new + [f"resume={_quote(str(run_dir))}", f"hydra.run.dir={_quote(str(run_dir))}"]
 
 
@@ -93,10 +99,28 @@ def _complete_after_train() -> None:
         os.environ["COMP_LINE"] = shorter
 
 
+INFO_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc",
+              "--resolve", "--package", "-p")
+
+
+def check_output_folder(args: list[str]) -> None:
+    """Hydra creates the run (or sweep) directory and fails with a traceback where it cannot:
+    check the folder the user chose, or ./outputs, first."""
+    if any(a.split("=", 1)[0] in INFO_FLAGS for a in args):
+        return  # nothing is written
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    chosen = [a.split("=", 1)[1].strip("'\"") for a in args if a.split("=", 1)[0] == key]
+    folder = chosen[-1].split("${", 1)[0] if chosen else "outputs"  # up to the first interpolation
+    ensure_writable_dir(Path(folder or "."), key)
+
+
 def train(args: list[str]) -> int:
     _register_resolvers()
     _complete_after_train()
-    sys.argv = [sys.argv[0], *prepare_train_args(args)]
+    args = prepare_train_args(args)
+    check_output_folder(args)
+    sys.argv = [sys.argv[0], *args]
     _hydra_train()
     return 1 if _failed_runs else 0
 

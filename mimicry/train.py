@@ -12,7 +12,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mimicry.callbacks import SummaryRefresh
 from mimicry.checkpoints import load_weights_into, saved_data_spec, task_class
+from mimicry.config_checks import check_settings
 from mimicry.errors import DivergedError, MimicryError
 from mimicry.run_record import RunRecord
 
@@ -38,7 +40,7 @@ def run(cfg: DictConfig) -> bool:
     record = RunRecord(run_dir, choices.get("task", "?"), list(hydra_cfg.overrides.task))
     record.update("running", seed=cfg.seed, run_dir=str(run_dir))
     try:
-        results = fit(cfg, run_dir, choices)
+        results = fit(cfg, run_dir, choices, record)
     except DivergedError as error:
         log.error(str(error))
         record.update("diverged", error=str(error))
@@ -64,12 +66,27 @@ def check_config(cfg: DictConfig, choices: dict[str, str]) -> None:
     if missing:
         raise MimicryError(f"required setting(s) not given: {', '.join(missing)}; add them on the command line, "
                            f"e.g. {missing[0]}=...")
+    check_settings(cfg)
     task = choices.get("task")
     for group, allowed in (cfg.get("accepts") or {}).items():
         chosen = choices.get(group)
         if chosen not in allowed:
             raise MimicryError(f"{group}={chosen} does not go with task={task}; "
                                f"choose one of: {', '.join(allowed)} (see `mimicry list`)")
+
+
+def check_manual_optimization(task: pl.LightningModule, cfg: DictConfig) -> None:
+    """A task that steps its own optimizers (the GAN's two) cannot have Lightning accumulate or clip for it."""
+    if task.automatic_optimization:
+        return
+    name = type(task).__name__
+    if (cfg.trainer.get("accumulate_grad_batches") or 1) != 1:
+        raise MimicryError(f"trainer.accumulate_grad_batches={cfg.trainer.accumulate_grad_batches}: {name} steps its "
+                           f"optimizers itself, so Lightning cannot accumulate for it; set it to 1 and raise "
+                           f"data.batch_size instead")
+    if cfg.trainer.get("gradient_clip_val"):
+        raise MimicryError(f"trainer.gradient_clip_val={cfg.trainer.gradient_clip_val}: {name} steps its optimizers "
+                           f"itself, so Lightning cannot clip for it; set trainer.gradient_clip_val=null")
 
 
 def build_task(cfg: DictConfig, data_spec: dict) -> pl.LightningModule:
@@ -81,13 +98,15 @@ def build_task(cfg: DictConfig, data_spec: dict) -> pl.LightningModule:
     return cls(model=plain(cfg.model), loss=plain(cfg.loss), optim=plain(cfg.optim), data_spec=data_spec, **options)
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
+def build_trainer(cfg: DictConfig, run_dir: Path, record: RunRecord | None = None) -> pl.Trainer:
     callbacks = [instantiate(node) for node in (cfg.callbacks or {}).values() if node is not None]
+    if record is not None:  # summary.json follows the run at every validation
+        callbacks.append(SummaryRefresh(record))
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     return instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir))
 
 
-def fit(cfg: DictConfig, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
+def fit(cfg: DictConfig, run_dir: Path, choices: dict[str, str], record: RunRecord | None = None) -> dict[str, Any]:
     check_config(cfg, choices)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -111,7 +130,8 @@ def fit(cfg: DictConfig, run_dir: Path, choices: dict[str, str]) -> dict[str, An
                                f"first checkpoint); start it again without resume=")
         log.info(f"resuming from {ckpt_path}")
 
-    trainer = build_trainer(cfg, run_dir)
+    check_manual_optimization(task, cfg)
+    trainer = build_trainer(cfg, run_dir, record)
     trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
 
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items() if value.numel() == 1}

@@ -73,3 +73,43 @@ def test_nan_loss_stops_the_run_as_diverged_and_keeps_the_last_good_checkpoint(t
     assert record["status"] == "diverged" and "lower optim.lr" in record["error"]
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert all(torch.isfinite(w).all() for w in last["state_dict"].values())
+
+
+def test_bad_numbers_are_named_with_the_fix_before_work_starts(tmp_path):
+    cases = {
+        "data.batch_size=0": "data.batch_size=0 must be a whole number ≥ 1; e.g. data.batch_size=32",
+        "optim.lr=-0.1": "optim.lr=-0.1 must be a number ≥ 0",
+        "model.dropout=1.5": "model.dropout=1.5 must be a number in [0, 1)",
+        "trainer.val_check_interval=-3": "trainer.val_check_interval=-3 must be a number of batches",
+        "trainer.max_time=ten": "trainer.max_time='ten' must be a duration DD:HH:MM:SS",
+        "optim.betas=[0.9,1.2]": "optim.betas=[0.9, 1.2] must be two numbers in [0, 1)",
+    }
+    for override, message in cases.items():
+        output = failing(tmp_path, "train", *TINY_LM, override)
+        assert message in output, (override, output[-1500:])
+    for run_dir in run_dirs(tmp_path):  # recorded as failed, nothing trained
+        assert summary(run_dir)["status"] == "failed" and not (run_dir / "checkpoints").exists()
+
+
+def test_a_run_directory_that_cannot_be_created(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    output = failing(tmp_path, "train", *TINY_LM, f"hydra.run.dir={blocker / 'run'}")
+    assert f"cannot write to {blocker / 'run'}: {blocker} is a file, not a folder" in output
+    assert "hydra.run.dir=DIR" in output
+    output = failing(tmp_path, "train", "-m", *TINY_LM, f"hydra.sweep.dir={blocker / 'sweep'}")
+    assert "hydra.sweep.dir=DIR" in output
+
+
+def test_manual_optimization_refuses_accumulation_and_clipping(tmp_path):
+    gan = ["task=gan", "data.limit=32", "trainer.max_epochs=1", "task.metrics_every_n_epochs=0"]
+    assert "set it to 1 and raise data.batch_size" in failing(tmp_path, "train", *gan, "trainer.accumulate_grad_batches=2")
+    assert "set trainer.gradient_clip_val=null" in failing(tmp_path, "train", *gan, "trainer.gradient_clip_val=1.0")
+
+
+def test_trainer_arguments_people_use_are_accepted(tmp_path):
+    run_mimicry(tmp_path, "train", *TINY_LM, "trainer.val_check_interval=3", "trainer.limit_val_batches=0.5",
+                "trainer.accumulate_grad_batches=2", "trainer.max_time=00:00:10:00")
+    (run_dir,) = run_dirs(tmp_path)
+    record = summary(run_dir)
+    assert record["status"] == "completed" and record["steps"] == 6  # per epoch: 5 batches = 2 full accumulations + the leftover batch

@@ -1,4 +1,7 @@
 from mimicry.callbacks.divergence import DivergenceGuard
+from mimicry.callbacks.progress_log import ProgressLog
+from mimicry.callbacks.run_summary import SummaryRefresh
 from mimicry.callbacks.samples import SampleLogger
+from mimicry.callbacks.throughput import TrainingThroughput
 
-__all__ = ["DivergenceGuard", "SampleLogger"]
+__all__ = ["DivergenceGuard", "ProgressLog", "SampleLogger", "SummaryRefresh", "TrainingThroughput"]
