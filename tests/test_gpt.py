@@ -35,6 +35,15 @@ def test_cache_gives_the_same_logits_as_a_full_forward():
     assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5)
 
 
+def test_several_tokens_fed_onto_a_cache_stay_causal():
+    model = tiny_gpt()
+    idx = torch.randint(11, (2, 12))
+    full = model(idx)
+    cache: list = []
+    chunks = [model(idx[:, :4], cache), model(idx[:, 4:9], cache), model(idx[:, 9:], cache)]
+    assert torch.allclose(torch.cat(chunks, dim=1), full, atol=1e-5)  # a chunk never sees its own future
+
+
 def test_greedy_generation_with_and_without_cache_agree_within_the_context():
     model = tiny_gpt(block_size=16)
     prompt = torch.randint(11, (2, 3))

@@ -1,6 +1,9 @@
 """`mimicry train task=lm` as a user runs it: events, samples, checkpoints, summary, sampling."""
 from __future__ import annotations
 
+import math
+
+import pytest
 import torch
 
 from conftest import TINY_LM, read_events, run_dirs, run_mimicry, summary
@@ -10,7 +13,9 @@ def test_lm_run_writes_events_samples_checkpoints_and_summary(trained_lm):
     record = summary(trained_lm)
     assert record["status"] == "completed"
     assert record["steps"] == 10 and record["task"] == "lm"
-    assert record["metrics"]["val/loss"] < 4.7  # below log(vocab ≈ 103) = 4.63 + a margin: it learned something
+    # An untrained GPT (small init, near-zero logits) scores ln(vocab) nats; ten steps must beat that clearly.
+    vocab = torch.load(trained_lm / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]["data_spec"]["vocab_size"]
+    assert record["metrics"]["val/loss"] < math.log(vocab) - 0.2
     assert record["best"]["val/loss"] <= record["metrics"]["val/loss"] + 1e-6
 
     events = read_events(trained_lm)
@@ -49,8 +54,9 @@ def test_sample_from_run_dir_without_training_data(trained_lm, tmp_path):
 def test_same_command_twice_gives_same_numbers(trained_lm, tmp_path):
     run_mimicry(tmp_path, "train", *TINY_LM)
     (again,) = run_dirs(tmp_path)
-    assert summary(again)["metrics"]["val/loss"] == summary(trained_lm)["metrics"]["val/loss"]
-    assert summary(again)["metrics"]["train/loss"] == summary(trained_lm)["metrics"]["train/loss"]
+    # Same machine, same seed: equal up to float noise (BLAS may pick kernels by memory alignment).
+    for name in ("val/loss", "train/loss"):
+        assert summary(again)["metrics"][name] == pytest.approx(summary(trained_lm)["metrics"][name], rel=1e-5)
 
 
 def test_multirun_sweep_makes_one_run_directory_per_value(tmp_path):

@@ -28,10 +28,15 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        if past is not None:  # generation: the new token attends to everything cached before it
+        mask = None
+        if past is not None:  # generation: new tokens attend to everything cached before them...
+            cached = past[0].size(2)
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+            if T > 1:  # ...and, when several come at once, to each other only causally
+                mask = torch.ones(T, cached + T, dtype=torch.bool, device=x.device).tril(diagonal=cached)
         y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=past is None and T > 1
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
+            is_causal=past is None and T > 1,
         )
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.proj(y)), (k, v)
