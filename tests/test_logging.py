@@ -18,6 +18,29 @@ CADENCE_10 = [a for a in TINY_LM if not a.startswith(("trainer.log_every_n_steps
     "trainer.log_every_n_steps=10", "data.steps_per_epoch=10", "trainer.max_epochs=3"]
 
 
+# The image tasks at the same cadence: 160 images in batches of 16 = 10 batches an epoch, 2 epochs.
+IMAGES_CADENCE_10 = ["data.limit=160", "data.batch_size=16", "trainer.max_epochs=2", "trainer.log_every_n_steps=10",
+                     "task.metrics_every_n_epochs=0", "task.sample_every_n_steps=0", "task.num_samples=4"]
+TINY_TASKS = {
+    "gan": ["task=gan", "model.generator.latent_dim=8", "model.generator.width=8", "model.discriminator.width=8"],
+    "image_ar": ["task=image_ar", "model.n_layer=1", "model.n_head=2", "model.n_embd=16", "tokenizer.levels=4",
+                 "task.completions=0"],
+}
+
+
+@pytest.mark.parametrize("task", sorted(TINY_TASKS))
+def test_image_tasks_log_the_loss_of_the_batch_at_each_step(tmp_path, task):
+    run_mimicry(tmp_path, "train", *TINY_TASKS[task], *IMAGES_CADENCE_10,
+                "+callbacks.losses._target_=run_probes.LossRecorder", f"+callbacks.losses.path={tmp_path / 'l.json'}",
+                env=PROBES)
+    (run_dir,) = run_dirs(tmp_path)
+    per_batch = {int(step): loss for step, loss in json.loads((tmp_path / "l.json").read_text()).items()}
+    logged = dict(read_events(run_dir)["scalars"]["train/loss"])
+    assert sorted(logged) == [9, 19]
+    for step, value in logged.items():
+        assert value == pytest.approx(per_batch[step], rel=1e-6), (step, value, per_batch)
+
+
 @pytest.fixture(scope="module")
 def cadence_run(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("cadence")
