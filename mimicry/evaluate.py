@@ -1,8 +1,15 @@
-"""``mimicry eval RUN_DIR [n=1000 seed=0]``: image metrics of a finished run, with more samples
-than training logs, beside a real-vs-real floor (FID depends on the sample count).
+"""``mimicry eval RUN_DIR [n=1000 seed=0]``: image metrics of a finished run, beside a real-vs-real
+floor computed the same way.
 
-Works for any task whose module has ``sample_images(n, seed) -> images in [0, 1]``. Writes
-``eval/metrics.json``, ``eval/samples.png`` and ``eval/memorization.png`` in the run directory.
+- Reference: the data's held-out *test* split. Neither the model, nor checkpoint choice, nor the
+  feature net (fitted on the training split) ever saw it.
+- Model: n samples (``task.draw``, [0, 1]) against the reference.
+- Floor: n training images against the same reference: FID depends on the sample count, so
+  the floor uses the same n as the model. A generator that copies its training set scores the floor.
+- Real images pass through ``task.as_drawable`` first (image_ar: its tokenizer), so the metrics
+  measure the model and not what quantization loses.
+
+Writes ``eval/metrics.json``, ``eval/samples.png`` and ``eval/memorization.png`` in the run directory.
 """
 from __future__ import annotations
 
@@ -19,17 +26,22 @@ from torchvision.utils import save_image
 from mimicry.checkpoints import find_checkpoint, load_task
 from mimicry.data.images import to_unit
 from mimicry.errors import MimicryError
+from mimicry.metrics.feature_net import feature_net_accuracy, load_feature_net
 from mimicry.metrics.image_quality import image_metrics
 from mimicry.metrics.memorization import memorization
-from mimicry.tasks.classifier import feature_net_accuracy, load_feature_net
+from mimicry.tasks.image_generation import MEMORIZATION_BANK, ImageGeneration
+
+FLOOR_METRICS = ("fid", "kid", "precision", "recall", "density", "coverage", "within_class_diversity", "class_recall")
 
 
 def evaluate(run_dir: str | Path, n: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Sample ``n`` images from the run's best checkpoint and compare them with its training data."""
+    """Sample ``n`` images from the run's best checkpoint and score them against held-out test images."""
+    if n < 2:
+        raise MimicryError(f"n={n}: FID and KID need at least 2 samples")
     ckpt = find_checkpoint(run_dir)
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
     task = load_task(ckpt)
-    if not hasattr(task, "sample_images"):
+    if not isinstance(task, ImageGeneration):
         raise MimicryError(f"{type(task).__name__} makes no images: `mimicry eval` is for image generators")
     config_file = run_dir / ".hydra" / "config.yaml"
     if not config_file.is_file():
@@ -38,27 +50,36 @@ def evaluate(run_dir: str | Path, n: int = 1000, seed: int = 0) -> dict[str, Any
     net = load_feature_net(data, **(task.hparams.get("feature_net") or {}))
     if net is None:
         raise MimicryError(f"data {data.name} has no class labels, so there is no feature net to compare with")
+    reference = to_unit(data.test_images(), data.value_range)
+    if len(reference) < 2:
+        raise MimicryError(f"data {data.name} has {len(reference)} test image(s): set data.test_fraction so that "
+                           f"at least 2 are held out")
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     task, net = task.to(device), net.to(device)
-    fakes = task.sample_images(n, seed).cpu()
-    train = to_unit(data.train_images(), data.value_range)
-    val = to_unit(data.val_images(), data.value_range)
+    train = task.as_drawable(to_unit(data.train_images(), data.value_range))
+    reference = task.as_drawable(reference)
+    note = ""
+    if n > len(train):  # the floor cannot use more training images than there are
+        note = f"n={n} is more than the {len(train)} training images: both are scored on {len(train)}"
+        n = len(train)
+    fakes = task.draw(n, seed).cpu()
     real = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]]
-    metrics = image_metrics(real, fakes, net, value_range="unit")
-    floor = image_metrics(real[: len(val)], val[:n], net, value_range="unit")  # train vs held-out: the best to expect
-    copies = memorization(fakes, train[:10_000], net, value_range="unit")
+    metrics = image_metrics(reference, fakes, net, value_range="unit")
+    floor = image_metrics(reference, real, net, value_range="unit")  # real images, the same n: the best to expect
+    copies = memorization(fakes, train[:MEMORIZATION_BANK], net, value_range="unit")
 
     out = run_dir / "eval"
     out.mkdir(exist_ok=True)
-    save_image(fakes[:64], out / "samples.png", nrow=8, padding=1, pad_value=1.0)
+    save_image(fakes[:64], out / "samples.png", nrow=8, padding=1, pad_value=0.5)
     save_image(copies["grid"], out / "memorization.png")
     result = {
-        "checkpoint": str(ckpt), "samples": len(fakes), "real": len(real), "seed": seed,
+        "checkpoint": str(ckpt), "samples": len(fakes), "seed": seed,
+        "reference": {"split": "test", "count": len(reference)},
         "feature_net_accuracy": feature_net_accuracy(net),
         "metrics": {**metrics, "copy_rate": copies["copy_rate"]},
-        "real_vs_real": {"fid": floor["fid"], "kid": floor["kid"], "precision": floor["precision"],
-                         "recall": floor["recall"], "count": min(len(val), n)},
+        "real_vs_real": {**{k: floor[k] for k in FLOOR_METRICS}, "count": len(real)},
+        "note": note,
     }
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     return result
@@ -73,10 +94,19 @@ def eval_command(args: list[str]) -> int:
         key, sep, value = arg.partition("=")
         if not sep or key not in options:
             raise MimicryError(f"eval options are n= and seed=; got {arg!r}")
-        options[key] = int(yaml.safe_load(value))
+        parsed = yaml.safe_load(value)
+        if not isinstance(parsed, int) or isinstance(parsed, bool):
+            raise MimicryError(f"eval option {key}={value!r} must be a whole number")
+        options[key] = parsed
     result = evaluate(args[0], **options)
+    floor, n, ref = result["real_vs_real"], result["samples"], result["reference"]["count"]
+    if result["note"]:
+        print(result["note"])
+    print(f"{'metric':<24} {'model':>9} {'real (floor)':>13}   each: {n} images vs {ref} held-out test images")
     for name, value in result["metrics"].items():
-        print(f"{name:<16} {value:.4f}")
-    print(f"real-vs-real floor ({result['real_vs_real']['count']} held-out images): fid {result['real_vs_real']['fid']:.4f}")
+        real = f"{floor[name]:>13.4f}" if name in floor else " " * 13
+        print(f"{name:<24} {value:>9.4f} {real}")
+    print(f"the floor scores {floor['count']} real training images against the same test images: "
+          f"the same n as the samples, since FID grows as n shrinks")
     print(f"wrote {Path(result['checkpoint']).parent.parent / 'eval'}")
     return 0

@@ -11,7 +11,7 @@ from PIL import Image
 from conftest import read_events, run_dirs, run_mimicry, summary
 from mimicry.data.images import DigitsDataModule, ImageFolderDataModule
 from mimicry.errors import MimicryError
-from mimicry.tasks.classifier import load_feature_net
+from mimicry.metrics.feature_net import load_feature_net
 from mimicry.tasks.image_ar import ImageAutoregressive
 
 TINY_IMAGE_AR = [
@@ -52,9 +52,10 @@ def test_image_ar_run_writes_grids_and_bits_per_dim(trained_image_ar: Path) -> N
     steps = {step for step, _, _ in events["images"]["samples/images"]}
     assert {0, 4, 8} <= steps  # before training, every 4 steps, at the end
     grids = sorted((trained_image_ar / "samples").glob("step_*.png"))
-    assert grids and Image.open(grids[-1]).size == (3 * 17 + 1, 3 * 17 + 1)  # 8 samples, 3 per row, 16 px + padding
+    # 8 samples, 3 per row, 16 px + 1 px lines, zoomed 3x so digits are visible at 100%
+    assert grids and Image.open(grids[-1]).size == (3 * (3 * 17 + 1), 3 * (3 * 17 + 1))
     completion = Image.open(sorted((trained_image_ar / "samples").glob("completion_step_*.png"))[-1])
-    assert completion.size == (5 * 17 + 1, 2 * 17 + 1)  # image | prompt | 3 tries, for 2 images
+    assert completion.size == (3 * (5 * 17 + 1), 3 * (2 * 17 + 1))  # image | prompt | 3 tries, for 2 images
 
 
 def test_sample_and_eval_from_a_run(trained_image_ar: Path, tmp_path: Path, feature_net_cache: Path,
@@ -82,10 +83,11 @@ def _task(**options) -> ImageAutoregressive:
 def test_conditional_grid_has_one_row_per_class_and_is_seeded() -> None:
     task = _task(conditional=True, tokenizer={"_target_": "mimicry.data.image_tokenizers.PixelTokenizer", "levels": 2})
     assert task.model.vocab_size == 2 + 10 and task.model.block_size == 256  # levels + one start token per class
-    images, columns = task.sample_grid(20, seed=1)
-    assert images.shape == (20, 1, 16, 16) and columns == 2
+    images, labels, columns = task.sample_grid(20, seed=1)
+    assert images.shape == (20, 1, 16, 16) and columns == 10  # one column per class
+    assert labels.tolist() == [i % 10 for i in range(20)]
     assert set(images.unique().tolist()) <= {0.0, 1.0}
-    again, _ = task.sample_grid(20, seed=1)
+    again, _, _ = task.sample_grid(20, seed=1)
     assert torch.equal(images, again)
 
 
@@ -93,7 +95,7 @@ def test_completion_keeps_the_top_half() -> None:
     task = _task()
     real = DigitsDataModule(value_range="unit").val_images()[:2]
     grid = task.completion_grid(real, seed=0, tries=2)
-    assert grid.shape[1:] == (2 * 17 + 1, 4 * 17 + 1)
+    assert grid.shape[1:] == (3 * (2 * 17 + 1), 3 * (4 * 17 + 1))  # zoomed 3x
     prefix = task.tokenizer.encode(real)[:, : 8 * 16]
     completed = task.draw(2, seed=0, prefix=prefix)
     assert torch.equal(task.tokenizer.encode(completed)[:, : 8 * 16], prefix)

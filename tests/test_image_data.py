@@ -29,7 +29,7 @@ def test_digits_batches_shapes_ranges_labels() -> None:
     assert images.shape == (32, 1, 16, 16) and images.dtype == torch.float32
     assert labels.dtype == torch.long
     assert images.min() >= -1 and images.max() <= 1 and images.min() < -0.99  # background is -1
-    assert len(data.train_images()) + len(data.val_images()) == 1797
+    assert (len(data.train_images()), len(data.val_images()), len(data.test_images())) == (1437, 180, 180)
     assert set(data.train_labels().tolist()) == set(range(10))
 
     unit = DigitsDataModule(value_range="unit", image_size=8)
@@ -41,8 +41,12 @@ def test_split_is_deterministic_and_disjoint() -> None:
     a, b = DigitsDataModule(split_seed=3), DigitsDataModule(split_seed=3)
     assert torch.equal(a.val_images(), b.val_images())
     assert not torch.equal(a.val_images(), DigitsDataModule(split_seed=4).val_images())
-    train, val = image_data.split_indices(1797, 0.1, seed=3)
-    assert len(val) == 180 and not set(train.tolist()) & set(val.tolist())
+    train, val, test = image_data.split_indices(1797, 0.1, seed=3, test_fraction=0.1)
+    assert (len(train), len(val), len(test)) == (1437, 180, 180)
+    assert sorted(torch.cat([train, val, test]).tolist()) == list(range(1797))  # disjoint, nothing lost
+    # The test split does not move when the validation share changes: it stays untouched.
+    assert torch.equal(image_data.split_indices(1797, 0.3, seed=3, test_fraction=0.1)[2], test)
+    assert torch.equal(a.test_images(), DigitsDataModule(split_seed=3, val_fraction=0.2).test_images())
 
 
 def test_setup_twice_is_cached() -> None:
@@ -58,7 +62,8 @@ def test_mnist_offline_test_split() -> None:
     data = MNISTDataModule(root=str(SHARED_DATA), source_split="test", download=False, batch_size=50)
     spec = data.spec()
     assert (spec["channels"], spec["image_size"], spec["num_classes"]) == (1, 28, 10)
-    assert len(data.train_images()) == 9000 and len(data.val_images()) == 1000
+    assert (len(data.train_images()), len(data.val_images()), len(data.test_images())) == (8000, 1000, 1000)
+    assert len(data.test_dataloader().dataset) == 1000
     images, labels = next(iter(data.val_dataloader()))
     assert images.shape == (50, 1, 28, 28) and -1 <= images.min() and images.max() <= 1
     assert labels.min() >= 0 and labels.max() <= 9
@@ -97,6 +102,8 @@ def test_root_defaults_to_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
 
 
 def test_bad_options() -> None:
+    with pytest.raises(MimicryError, match="data.test_fraction"):
+        DigitsDataModule(val_fraction=0.5, test_fraction=0.5)
     with pytest.raises(MimicryError, match="value_range"):
         DigitsDataModule(value_range="bytes")
     with pytest.raises(MimicryError, match="source_split"):
@@ -114,7 +121,8 @@ def test_image_folder_flat_and_with_classes(tmp_path: Path) -> None:
         _png(tmp_path / "flat" / f"{i}.png", (12, 12))
     flat = ImageFolderDataModule(path=str(tmp_path / "flat"), val_fraction=0.34)
     assert flat.spec()["num_classes"] == 1 and flat.spec()["channels"] == 1
-    assert flat.train_labels().eq(0).all() and len(flat.train_images()) + len(flat.val_images()) == 3
+    assert flat.train_labels().eq(0).all()
+    assert (len(flat.train_images()), len(flat.val_images()), len(flat.test_images())) == (1, 1, 1)
 
     for name in ("cat", "dog"):
         for i in range(2):
@@ -122,7 +130,7 @@ def test_image_folder_flat_and_with_classes(tmp_path: Path) -> None:
     pets = ImageFolderDataModule(path=str(tmp_path / "pets"), val_fraction=0.25, value_range="unit")
     spec = pets.spec()
     assert (spec["num_classes"], spec["channels"], spec["image_size"]) == (2, 3, 8)
-    assert sorted(torch.cat([pets.train_labels(), pets.val_labels()]).tolist()) == [0, 0, 1, 1]
+    assert sorted(torch.cat([pets.train_labels(), pets.val_labels(), pets.test_labels()]).tolist()) == [0, 0, 1, 1]
 
 
 def test_image_folder_errors(tmp_path: Path) -> None:

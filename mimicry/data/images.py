@@ -6,6 +6,12 @@ Images are held in memory as uint8 (N, C, H, W) after resizing, and converted pe
 
 One base class does splitting, limiting, loading and batching; each dataset only says how
 to read its files (`_read`), so adding a dataset is one small subclass.
+
+Three splits: `train` (models and the metrics' feature net train on it), `val` (validation
+loss, checkpoint choice, the reference images of the metrics logged during training) and `test`
+(held out: nothing trains or chooses on it; `mimicry eval` scores against it). A dataset with an
+official test split keeps it as `test` and carves `val` out of its training files; a dataset of
+one source (digits, a folder, MNIST's test files offline) is cut three ways by a seeded permutation.
 """
 
 from __future__ import annotations
@@ -61,15 +67,22 @@ def resize_uint8(images: Tensor, size: int) -> Tensor:
     return torch.cat(out)
 
 
-def split_indices(n: int, val_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
-    """A seeded permutation cut into (train, val) index sets; the same seed gives the same split."""
+def split_indices(n: int, val_fraction: float, seed: int, test_fraction: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
+    """A seeded permutation cut into (train, val, test) index sets; the same seed gives the same split.
+
+    Test images come first in the permutation, so changing val_fraction never moves an image
+    into or out of the test split."""
+    n_test = round(n * test_fraction)
+    if test_fraction > 0 and n >= 3:
+        n_test = max(1, n_test)
     n_val = round(n * val_fraction)
-    if val_fraction > 0 and n >= 2:
+    if val_fraction > 0 and n - n_test >= 2:
         n_val = max(1, n_val)
-    if n - n_val < 1:
-        raise MimicryError(f"too few images ({n}) to split with val_fraction={val_fraction}: need at least one to train on")
+    if n - n_val - n_test < 1:
+        raise MimicryError(f"too few images ({n}) to split with val_fraction={val_fraction} and "
+                           f"test_fraction={test_fraction}: need at least one to train on")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return order[n_val:], order[:n_val]
+    return order[n_test + n_val:], order[n_test : n_test + n_val], order[:n_test]
 
 
 class ImageDataModule(pl.LightningDataModule):
@@ -84,6 +97,7 @@ class ImageDataModule(pl.LightningDataModule):
         image_size: int | None = None,
         batch_size: int = 64,
         val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
         num_workers: int = 0,
         value_range: str = "signed",
         limit: int | None = None,
@@ -94,12 +108,16 @@ class ImageDataModule(pl.LightningDataModule):
             raise MimicryError(f"data.value_range={value_range!r} is not one of {list(VALUE_RANGES)}")
         if not 0 <= val_fraction < 1:
             raise MimicryError(f"data.val_fraction={val_fraction} must be in [0, 1)")
+        if not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
+            raise MimicryError(f"data.test_fraction={test_fraction} must be in [0, 1) and leave images to train on "
+                               f"(val_fraction + test_fraction < 1)")
         if image_size is not None and image_size < 1:
             raise MimicryError(f"data.image_size={image_size} must be a positive number of pixels")
         self.root = Path(root if root is not None else default_root()).expanduser()
         self.image_size = image_size
         self.batch_size = batch_size
         self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
         self.num_workers = num_workers
         self.value_range = value_range
         self.limit = limit
@@ -108,7 +126,8 @@ class ImageDataModule(pl.LightningDataModule):
 
     # --- what a dataset implements -------------------------------------------------------
     def _read(self) -> dict[str, tuple[Tensor, Tensor]]:
-        """Return {"train": (uint8 images, labels), "val": ...}; or only {"all": ...} to be split here."""
+        """Return {"train": (uint8 images, labels), "test": ...} for datasets with an official test
+        split (val is carved out of train here), or only {"all": ...} to be cut three ways here."""
         raise NotImplementedError
 
     # --- shared -----------------------------------------------------------------------------
@@ -118,8 +137,13 @@ class ImageDataModule(pl.LightningDataModule):
         splits = self._read()
         if "all" in splits:
             images, labels = splits.pop("all")
-            train_idx, val_idx = split_indices(len(images), self.val_fraction, self.split_seed)
-            splits = {"train": (images[train_idx], labels[train_idx]), "val": (images[val_idx], labels[val_idx])}
+            parts = split_indices(len(images), self.val_fraction, self.split_seed, self.test_fraction)
+            splits = {name: (images[idx], labels[idx]) for name, idx in zip(("train", "val", "test"), parts)}
+        else:  # an official test split: val comes out of the training files
+            images, labels = splits["train"]
+            train_idx, val_idx, _ = split_indices(len(images), self.val_fraction, self.split_seed)
+            splits = {"train": (images[train_idx], labels[train_idx]), "val": (images[val_idx], labels[val_idx]),
+                      "test": splits["test"]}
         if self.image_size is not None:
             splits = {k: (resize_uint8(x, self.image_size), y) for k, (x, y) in splits.items()}
         if self.limit is not None:
@@ -158,7 +182,8 @@ class ImageDataModule(pl.LightningDataModule):
     def identity(self) -> str:
         """A short file-safe name that tells datasets apart on disk (the feature-net cache)."""
         self.setup()
-        return f"{self.name}_{self.spec()['image_size']}px_split{self.split_seed}-{self.val_fraction:g}"
+        return (f"{self.name}_{self.spec()['image_size']}px_split{self.split_seed}"
+                f"-{self.val_fraction:g}-{self.test_fraction:g}")
 
     def _images(self, split: str) -> Tensor:
         self.setup()
@@ -171,6 +196,10 @@ class ImageDataModule(pl.LightningDataModule):
     def val_images(self) -> Tensor:
         return self._images("val")
 
+    def test_images(self) -> Tensor:
+        """The held-out test images: nothing trains or chooses checkpoints on them."""
+        return self._images("test")
+
     def train_labels(self) -> Tensor:
         self.setup()
         return self._splits["train"][1]
@@ -178,6 +207,10 @@ class ImageDataModule(pl.LightningDataModule):
     def val_labels(self) -> Tensor:
         self.setup()
         return self._splits["val"][1]
+
+    def test_labels(self) -> Tensor:
+        self.setup()
+        return self._splits["test"][1]
 
     def _collate(self, items: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
         images = torch.stack([x for x, _ in items])
@@ -203,8 +236,7 @@ class ImageDataModule(pl.LightningDataModule):
         return self._loader("val", shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        # The held-out images: the official test split where one was used as `val`, else our split.
-        return self._loader("val", shuffle=False)
+        return self._loader("test", shuffle=False)
 
 
 # --- embedded ---------------------------------------------------------------------------------
@@ -250,9 +282,10 @@ def _parse_idx(data: bytes) -> Tensor:
 class TorchvisionDataModule(ImageDataModule):
     """A dataset with official train/test files under `root`, laid out as torchvision saves them.
 
-    `source_split=train`: train on the training files, validate on the official test files.
-    `source_split=test`: train and validate on a seeded split (`val_fraction`) of the test files,
-    for machines that hold only the test split (e.g. ../shared/data) and have no network.
+    `source_split=train`: train and validate on a seeded split (`val_fraction`) of the training
+    files; the official test files are the test split.
+    `source_split=test`: cut the test files three ways (`val_fraction`, `test_fraction`), for
+    machines that hold only the test split (e.g. ../shared/data) and have no network.
     """
 
     folder = ""  # under root, e.g. "MNIST/raw"
@@ -306,9 +339,10 @@ class TorchvisionDataModule(ImageDataModule):
         return paths
 
     def identity(self) -> str:
-        if self.source_split == "train":  # the official split: nothing of ours in the name
-            return f"{self.name}_{self.spec()['image_size']}px"
-        return f"{self.name}_{self.spec()['image_size']}px_test-split{self.split_seed}-{self.val_fraction:g}"
+        size = self.spec()["image_size"]
+        if self.source_split == "train":  # the official test split; val carved from the training files
+            return f"{self.name}_{size}px_split{self.split_seed}-{self.val_fraction:g}"
+        return f"{self.name}_{size}px_test-split{self.split_seed}-{self.val_fraction:g}-{self.test_fraction:g}"
 
     def prepare_data(self) -> None:
         # Lightning calls this on one process only: the place to download.
@@ -321,7 +355,7 @@ class TorchvisionDataModule(ImageDataModule):
     def _read(self) -> dict[str, tuple[Tensor, Tensor]]:
         if self.source_split == "test":
             return {"all": self._read_files(self._require("test"))}
-        return {"train": self._read_files(self._require("train")), "val": self._read_files(self._require("test"))}
+        return {"train": self._read_files(self._require("train")), "test": self._read_files(self._require("test"))}
 
 
 class MNISTDataModule(TorchvisionDataModule):

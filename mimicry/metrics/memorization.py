@@ -5,6 +5,8 @@ is below `ratio` (default 1/3) times the typical distance between a training ima
 nearest *other* training image (the median over up to 1,000 training images). Distinct real
 images sit about one typical distance apart, so a sample much closer than that to one of them
 is a near-duplicate of it rather than a new image.
+
+Distances are exact for copies (mimicry/metrics/distances.py): a copy is at 0.0 on every machine.
 """
 
 from __future__ import annotations
@@ -14,21 +16,8 @@ import torch.nn as nn
 from torch import Tensor
 from torchvision.utils import make_grid
 
+from mimicry.metrics.distances import nearest
 from mimicry.metrics.image_quality import extract
-
-
-def _nearest(queries: Tensor, bank: Tensor, exclude_self: bool = False, chunk: int = 512) -> tuple[Tensor, Tensor]:
-    """(distance, index) of the nearest bank row for each query row (both flattened to vectors)."""
-    distances, indices = [], []
-    for start in range(0, len(queries), chunk):
-        d = torch.cdist(queries[start : start + chunk], bank)
-        if exclude_self:  # queries are bank[:len(queries)]
-            rows = torch.arange(len(d))
-            d[rows, rows + start] = float("inf")
-        best = d.min(dim=1)
-        distances.append(best.values)
-        indices.append(best.indices)
-    return torch.cat(distances), torch.cat(indices)
 
 
 def typical_train_distance(train_images: Tensor, max_queries: int = 1000, seed: int = 0) -> float:
@@ -36,7 +25,7 @@ def typical_train_distance(train_images: Tensor, max_queries: int = 1000, seed: 
     flat = train_images.flatten(1).float()
     order = torch.randperm(len(flat), generator=torch.Generator().manual_seed(seed))
     flat = flat[order]  # a seeded sample of queries goes first so `exclude_self` lines up
-    distances, _ = _nearest(flat[:max_queries], flat, exclude_self=True)
+    distances, _ = nearest(flat[:max_queries], flat, exclude_self=True)
     return distances.median().item()
 
 
@@ -48,6 +37,7 @@ def memorization(
     value_range: str = "signed",
     n_show: int = 8,
     ratio: float = 1 / 3,
+    typical: float | None = None,
 ) -> dict:
     """Nearest training images of `samples` and the copy rate over all of them.
 
@@ -55,10 +45,11 @@ def memorization(
     nearest by features` for the first `n_show` samples, "copy_rate": share of samples that are
     copies (rule in the module docstring), "nearest_distance": median pixel distance to the
     nearest training image, "typical_distance": the train-to-train reference}.
+    `typical` skips recomputing that reference (it depends on the training images only).
     """
     flat_train = train_images.flatten(1).float()
-    pixel_distance, pixel_index = _nearest(samples.flatten(1).float(), flat_train)
-    typical = typical_train_distance(train_images)
+    pixel_distance, pixel_index = nearest(samples.flatten(1).float(), flat_train)
+    typical = typical_train_distance(train_images) if typical is None else typical
     copy_rate = (pixel_distance < ratio * typical).float().mean().item()
 
     shown = samples[:n_show]
@@ -66,7 +57,7 @@ def memorization(
     if feature_net is not None:
         train_features, _ = extract(train_images, feature_net, value_range)
         shown_features, _ = extract(shown, feature_net, value_range)
-        _, feature_index = _nearest(shown_features, train_features)
+        _, feature_index = nearest(shown_features, train_features)
         columns.append(train_images[feature_index])
     rows = torch.stack(columns, dim=1).flatten(0, 1).float()  # sample, pixel-nearest, feature-nearest, ...
     unit = (rows + 1) / 2 if value_range == "signed" else rows

@@ -1,7 +1,10 @@
 """A small CNN classifier: trained per dataset, it is also our feature net for FID/KID and friends.
 
-No Inception weights can be downloaded, so image metrics use the penultimate features of this
-net (global-average-pooled conv features, like Inception's pool3) and its class predictions.
+No Inception weights can be downloaded, so image metrics use features of this net and its class
+predictions. The penultimate features (global-average-pooled, like Inception's pool3) mostly
+encode the class: trained for labels, the net learns to ignore how one 7 differs from another.
+`metric_features` therefore adds an earlier layer's activations, pooled over a 2×2 grid of
+image quarters, which still see strokes and where they are.
 
 Expected input: images in [-1, 1], shape (B, channels, image_size, image_size).
 Metric code maps other value ranges to [-1, 1] before calling it.
@@ -9,10 +12,15 @@ Metric code maps other value ranges to [-1, 1] before calling it.
 
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from mimicry.errors import MimicryError
+
+
+EARLY_BLOCKS = 3  # the metric features also read the output of the third block (S/2, 2·width channels)
 
 
 def _block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
@@ -40,6 +48,12 @@ class CNNClassifier(nn.Module):
     def features(self, x: Tensor) -> Tensor:
         """Penultimate features (B, 4·width) of images in [-1, 1]."""
         return self.body(x)
+
+    def metric_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(features for image metrics (B, 2·width·4 + 4·width), class logits (B, num_classes))."""
+        early = self.body[:EARLY_BLOCKS](x)
+        late = self.body[EARLY_BLOCKS:](early)
+        return torch.cat([F.adaptive_avg_pool2d(early, 2).flatten(1), late], dim=1), self.head(late)
 
     def forward(self, x: Tensor) -> Tensor:
         """Class logits (B, num_classes) of images in [-1, 1]."""

@@ -9,7 +9,6 @@ feature net when one is available, with a warning when it drops (mode collapse).
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -18,37 +17,33 @@ from hydra.utils import instantiate
 from pytorch_lightning.core.optimizer import LightningOptimizer
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import save_image
 
 from mimicry.errors import MimicryError
 from mimicry.metrics.forgery_map import forgery_heatmap, forgery_map
 from mimicry.models.ema import exponential_moving_average
-from mimicry.tasks.base import ImitationTask, build_optimizer, gradient_norm
+from mimicry.tasks.base import build_optimizer, gradient_norm
+from mimicry.tasks.image_generation import ImageGeneration, image_grid, upscale
 
 log = logging.getLogger("mimicry")
 
 BALANCE_MODES = ("none", "adaptive")
 
 
-class GenerativeAdversarial(ImitationTask):
-    sample_options = ("truncation", "label", "interpolation_steps")
+class GenerativeAdversarial(ImageGeneration):
+    data_value_range = "signed"  # the generator ends in Tanh: it works in [-1, 1]; draw() returns [0, 1]
+    draw_options = ("truncation",)
+    sample_options = ImageGeneration.sample_options + draw_options + ("interpolation_steps",)
 
     def __init__(self, model: dict, loss: dict, optim: dict, data_spec: dict, sample_every_n_steps: int = 250,
                  conditional: bool = False, d_steps: int | None = None, ema_decay: float = 0.999,
                  balance: str = "none", balance_threshold: float = 0.85, sample_seed: int = 0,
                  num_samples: int = 64, metrics_every_n_epochs: int = 5, metrics_samples: int = 1000,
                  feature_net: dict | None = None, coverage_drop_warning: float = 0.25):
-        super().__init__(model, loss, optim, data_spec, sample_every_n_steps)
+        super().__init__(model, loss, optim, data_spec, sample_every_n_steps)  # checks the data spec
         self.automatic_optimization = False  # two optimizers, stepped by hand
         if balance not in BALANCE_MODES:
             raise MimicryError(f"balance={balance!r} is not one of {', '.join(BALANCE_MODES)}")
-        num_classes = int(data_spec.get("num_classes", 0))
-        if conditional and num_classes < 2:
-            raise MimicryError(f"task.conditional=true needs labelled data with at least 2 classes; "
-                               f"data {data_spec.get('dataset', '?')} has {num_classes}")
-        if data_spec.get("value_range", "signed") != "signed":
-            raise MimicryError("task=gan needs images in [-1, 1] (the generator ends in Tanh): set data.value_range=signed")
-        self.num_classes = num_classes if conditional else 0
         shape = {"channels": data_spec["channels"], "image_size": data_spec["image_size"],
                  "num_classes": self.num_classes}
         self.generator = instantiate(model["generator"], **shape)
@@ -64,7 +59,6 @@ class GenerativeAdversarial(ImitationTask):
         self.d_steps = int(d_steps or self.loss_fn.default_d_steps)
         self._d_skipped, self._d_skipped_ever = 0, False
         self._best_classes_covered = 0.0
-        self._helpers: dict[str, Any] = {}  # feature net, reference images: not part of the state dict
 
     # ---- the two imitations ------------------------------------------------------------------
     def noise(self, n: int, generator: torch.Generator | None = None, truncation: float | None = None) -> Tensor:
@@ -161,17 +155,7 @@ class GenerativeAdversarial(ImitationTask):
         discriminator["lr_scheduler"]["name"] = "lr-discriminator"
         return generator, discriminator
 
-    # ---- what needs the data: the feature net and the real images it compares against ----------
-    def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if datamodule is None or stage != "fit" or not self.hparams.metrics_every_n_epochs:
-            return
-        from mimicry.tasks.classifier import load_feature_net  # the offline classifier, cached per dataset
-
-        self._helpers["feature_net"] = load_feature_net(datamodule, **(self.hparams.feature_net or {}))
-        self._helpers["real_images"] = datamodule.train_images()[: self.hparams.metrics_samples]
-
-    # ---- validation: D on held-out real images; sample quality from the feature net ------------
+    # ---- validation: D on held-out real images (sample metrics: ImageGeneration) --------------
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         real, labels = batch
         labels = labels if self.num_classes else None
@@ -181,22 +165,7 @@ class GenerativeAdversarial(ImitationTask):
         self.log("val/d_real", self.loss_fn.verdict(real_logits).mean(), on_epoch=True)
         self.log("val/d_accuracy", self.loss_fn.d_accuracy(real_logits, fake_logits), on_epoch=True)
 
-    def _metrics_due(self) -> bool:
-        return self._helpers.get("feature_net") is not None and self.epoch_end_due(self.hparams.metrics_every_n_epochs)
-
-    def on_validation_epoch_end(self) -> None:
-        if self._metrics_due():
-            self.log_image_metrics()
-
-    def log_image_metrics(self) -> None:
-        """FID, KID, precision/recall, class coverage of fixed-seed fakes against the training images."""
-        from mimicry.metrics.image_quality import image_metrics
-
-        real, net = self._helpers["real_images"], self._helpers["feature_net"].to(self.device)
-        fakes = self.draw(len(real), seed=self.hparams.sample_seed + 1)
-        metrics = image_metrics(real.to(self.device), fakes, net)
-        for name, value in metrics.items():
-            self.log(f"val/{name}", value)
+    def on_image_metrics(self, metrics: dict[str, float]) -> None:
         self._check_coverage(metrics)
 
     def _check_coverage(self, metrics: dict[str, float]) -> None:
@@ -227,30 +196,17 @@ class GenerativeAdversarial(ImitationTask):
         return images
 
     @torch.no_grad()
-    def draw(self, n: int, seed: int, truncation: float | None = None, labels: Tensor | None = None) -> Tensor:
-        """n images in [-1, 1] from the (EMA) generator; the same seed gives the same images."""
+    def draw(self, n: int, seed: int, labels: Tensor | None = None, truncation: float | None = None) -> Tensor:
+        """n images in [0, 1] from the (EMA) generator; the same seed gives the same images."""
         rng = torch.Generator().manual_seed(seed)
         z = self.noise(n, rng, truncation)
         if self.num_classes and labels is None:
-            labels = torch.arange(n, device=self.device) % self.num_classes  # one class per column
-        return self._generate(z, labels)
-
-    def sample_images(self, n: int, seed: int) -> Tensor:
-        """n images in [0, 1], for `mimicry eval`."""
-        return (self.draw(n, seed) + 1) / 2
-
-    def grid_columns(self, n: int) -> int:
-        """One column per class when conditional, else a square-ish grid."""
-        return self.num_classes if self.num_classes else max(1, int(math.sqrt(n)))
+            labels = self.default_labels(n)  # one class per column
+        return (self._generate(z, labels).clamp(-1, 1) + 1) / 2
 
     def log_samples(self, writer: SummaryWriter | None, step: int, sample_dir: Path) -> None:
-        n = self.hparams.num_samples
-        if self.num_classes:  # whole rows: one column per class
-            n = math.ceil(n / self.num_classes) * self.num_classes
-        fakes = self.draw(n, self.hparams.sample_seed)
-        labels = (torch.arange(n, device=self.device) % self.num_classes) if self.num_classes else None
-        grads = forgery_map(self.discriminator, fakes, labels, verdict=self.loss_fn.verdict)
-        columns = self.grid_columns(n)
+        fakes, labels, columns = self.sample_grid(self.hparams.num_samples, self.hparams.sample_seed)
+        grads = forgery_map(self.discriminator, fakes * 2 - 1, labels, verdict=self.loss_fn.verdict)  # D reads [-1, 1]
         fakes_grid = image_grid(fakes.cpu(), columns)
         heat_grid, forgery_norm = forgery_heatmap(grads.cpu(), nrow=columns)
         heat_grid = upscale(heat_grid, fakes.shape[-1])
@@ -261,25 +217,20 @@ class GenerativeAdversarial(ImitationTask):
             writer.add_image("samples/forgery_map", heat_grid, step)
             writer.add_scalar("gan/forgery_map_norm", forgery_norm, step)  # fades toward 0 when D wins outright
 
-    def generate_samples(self, out_dir: Path, n: int, seed: int, **options: Any) -> list[Path]:
+    def sample_name(self, seed: int, label: int | None, options: dict[str, Any]) -> str:
         truncation = options.get("truncation")
-        truncation = None if truncation is None else float(truncation)
-        label = options.get("label")
-        labels = None
-        if label is not None:
-            if not self.num_classes or not 0 <= int(label) < self.num_classes:
-                raise MimicryError(f"label={label}: this generator is "
-                                   + (f"conditional on classes 0..{self.num_classes - 1}" if self.num_classes
-                                      else "unconditional (trained without task.conditional=true)"))
-            labels = torch.full((n,), int(label), device=self.device)
-        suffix = f"seed{seed}" + (f"_trunc{truncation:g}" if truncation is not None else "")
-        images = self.draw(n, seed, truncation, labels)
-        grid_path = out_dir / f"samples_{suffix}.png"
-        save_image(image_grid(images.cpu(), self.grid_columns(n)), grid_path)
+        return f"samples_seed{seed}" + (f"_trunc{float(truncation):g}" if truncation is not None else "")
+
+    def generate_samples(self, out_dir: Path, n: int, seed: int, **options: Any) -> list[Path]:
+        """The grid (and/or npz) of ImageGeneration, plus an interpolation strip."""
+        if options.get("truncation") is not None:
+            options["truncation"] = float(options["truncation"])
+        paths = super().generate_samples(out_dir, n, seed, **options)
+        truncation, label = options.get("truncation"), self.check_label(options.get("label"))
         steps = int(options.get("interpolation_steps") or 10)
-        strip_path = out_dir / f"interpolation_{suffix}.png"
+        strip_path = out_dir / f"interpolation_{self.sample_name(seed, label, options)[len('samples_'):]}.png"
         save_image(image_grid(self.interpolate(seed, steps, truncation, label).cpu(), steps), strip_path)
-        return [grid_path, strip_path]
+        return paths + [strip_path]
 
     @torch.no_grad()
     def interpolate(self, seed: int, steps: int, truncation: float | None = None, label: int | None = None,
@@ -297,20 +248,8 @@ class GenerativeAdversarial(ImitationTask):
             row_labels = torch.full((rows,), int(label), device=self.device) if label is not None \
                 else torch.arange(rows, device=self.device) % self.num_classes
             labels = row_labels.repeat_interleave(steps)
-        return self._generate(z, labels)
+        return (self._generate(z, labels).clamp(-1, 1) + 1) / 2  # [0, 1], as draw()
 
-
-
-def upscale(grid: Tensor, image_size: int, min_cell: int = 48) -> Tensor:
-    """Nearest-neighbour zoom so that small images (16x16 digits) are visible at 100% in TensorBoard."""
-    factor = max(1, min_cell // image_size)
-    return grid if factor == 1 else torch.nn.functional.interpolate(grid[None], scale_factor=factor, mode="nearest")[0]
-
-
-def image_grid(images: Tensor, columns: int) -> Tensor:
-    """(3, H, W) grid in [0, 1] of images in [-1, 1], thin grey lines between cells, zoomed when small."""
-    grid = make_grid((images.clamp(-1, 1) + 1) / 2, nrow=columns, padding=1, pad_value=0.5)
-    return upscale(grid, images.shape[-1])
 
 
 def slerp(a: Tensor, b: Tensor, t: float) -> Tensor:

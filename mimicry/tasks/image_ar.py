@@ -22,44 +22,33 @@ from hydra.utils import instantiate
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from torchmetrics import MeanMetric
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import save_image
 
-from mimicry.errors import MimicryError
-from mimicry.tasks.base import ImitationTask
+from mimicry.tasks.image_generation import ImageGeneration, image_grid
 
 log = logging.getLogger("mimicry")
 
-MEMORIZATION_BANK = 10_000  # training images searched for nearest neighbours (bounded cost on big datasets)
 
-
-class ImageAutoregressive(ImitationTask):
+class ImageAutoregressive(ImageGeneration):
     throughput_unit = "tokens"
-    sample_options = ("temperature", "top_k", "top_p", "label")
+    data_value_range = "unit"  # tokenizers quantize from [0, 1]
+    draw_options = ("temperature", "top_k", "top_p")
+    sample_options = ImageGeneration.sample_options + draw_options
 
     def __init__(self, model: dict, loss: dict, optim: dict, data_spec: dict, sample_every_n_steps: int = 250,
                  tokenizer: dict | None = None, conditional: bool = False, num_samples: int = 64,
                  completions: int = 8, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, sample_seed: int = 0, metrics_every_n_epochs: int = 5,
                  metrics_samples: int = 500, feature_net: dict | None = None):
-        super().__init__(model, loss, optim, data_spec, sample_every_n_steps)
-        if data_spec.get("kind") != "image":
-            raise MimicryError(f"task=image_ar needs image data, got {data_spec.get('kind')!r} data")
-        if data_spec["value_range"] != "unit":
-            raise MimicryError("task=image_ar quantizes images from [0, 1]: set data.value_range=unit")
-        if conditional and data_spec["num_classes"] < 2:
-            raise MimicryError(f"task.conditional=true needs labelled data with at least 2 classes; "
-                               f"{data_spec['dataset']} has {data_spec['num_classes']}")
-        self.channels, self.image_size = data_spec["channels"], data_spec["image_size"]
+        super().__init__(model, loss, optim, data_spec, sample_every_n_steps)  # checks the data spec
         tokenizer = tokenizer or {"_target_": "mimicry.data.image_tokenizers.PixelTokenizer"}
         self.tokenizer = instantiate(tokenizer, channels=self.channels)
         self.tokenizer.check(self.channels, self.image_size)  # e.g. patch size must divide the image size
-        self.num_classes = data_spec["num_classes"] if conditional else 0
         self.image_vocab = self.tokenizer.vocab_size  # ids [0, V) are image tokens; start tokens follow
         self.length = self.tokenizer.tokens_per_image(self.image_size)
         self.model = instantiate(model, vocab_size=self.image_vocab + max(1, self.num_classes), block_size=self.length)
         self.val_nll = MeanMetric()
         self.val_codebook_mse = MeanMetric()
-        self._helpers: dict[str, Any] = {}  # feature net, fixed validation images: not part of the state dict
 
     # ---- sequences -------------------------------------------------------------------------------
     def start_tokens(self, labels: Tensor | None, n: int) -> Tensor:
@@ -100,17 +89,13 @@ class ImageAutoregressive(ImitationTask):
         if self.tokenizer.kind == "patches":
             self.log("val/codebook_mse", self.val_codebook_mse.compute())
             self.val_codebook_mse.reset()
-        if self._metrics_due():
-            self.log_image_metrics()
+        super().on_validation_epoch_end()  # the sample metrics, every metrics_every_n_epochs
 
     def count_items(self, batch: tuple[Tensor, Tensor]) -> int:
         return len(batch[0]) * self.length
 
-    # ---- what needs the data: the codebook, the feature net, fixed validation images ------------
-    def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None or stage != "fit":
-            return
+    # ---- what needs the data: the codebook, fixed validation images to complete ---------------
+    def setup_data(self, datamodule) -> None:
         if not self.tokenizer_ready():
             log.info(f"fitting the {self.tokenizer.codebook_size}-code patch codebook by k-means")
             self.tokenizer.fit(datamodule.train_images())
@@ -119,35 +104,17 @@ class ImageAutoregressive(ImitationTask):
         self._helpers["val_images"] = datamodule.val_images()[: self.hparams.completions]
         if self.num_classes:  # completions keep the class of the image they continue
             self._helpers["val_labels"] = datamodule.val_labels()[: self.hparams.completions]
-        self._helpers["datamodule"] = datamodule
-        if self.hparams.metrics_every_n_epochs:
-            from mimicry.tasks.classifier import load_feature_net
-
-            self._helpers["feature_net"] = load_feature_net(datamodule, **(self.hparams.feature_net or {}))
 
     def tokenizer_ready(self) -> bool:
         return self.tokenizer.kind != "patches" or bool(self.tokenizer.fitted)
 
-    def _metrics_due(self) -> bool:
-        return self._helpers.get("feature_net") is not None and self.epoch_end_due(self.hparams.metrics_every_n_epochs)
-
-    def log_image_metrics(self) -> None:
-        """FID, KID, precision/recall, density/coverage, class coverage and copy rate on fixed-seed samples."""
-        from mimicry.metrics.image_quality import image_metrics
-        from mimicry.metrics.memorization import memorization
-
-        datamodule, net = self._helpers["datamodule"], self._helpers["feature_net"].to(self.device)
-        n = self.hparams.metrics_samples
-        fakes = self.draw(n, seed=self.hparams.sample_seed + 1)
-        real = datamodule.train_images()[:n]  # the reference set: the images the model imitates
-        metrics = image_metrics(real, fakes, net, value_range="unit")
-        bank = datamodule.train_images()[:MEMORIZATION_BANK]
-        copies = memorization(fakes.cpu(), bank, net, value_range="unit")
-        for name, value in {**metrics, "copy_rate": copies["copy_rate"]}.items():
-            self.log(f"val/{name}", value)
-        writer = self.tensorboard()
-        if writer is not None:
-            writer.add_image("samples/memorization", copies["grid"], self.global_step)
+    @torch.no_grad()
+    def as_drawable(self, images: Tensor) -> Tensor:
+        """Real images through the tokenizer (quantized levels or codebook patches), as samples are:
+        the metrics then measure the model, not what quantization loses."""
+        out = [self.tokenizer.decode(self.tokenizer.encode(x.to(self.device)), self.image_size).cpu()
+               for x in images.split(4096)]
+        return torch.cat(out) if out else images
 
     # ---- samples ---------------------------------------------------------------------------------
     @torch.no_grad()
@@ -156,7 +123,7 @@ class ImageAutoregressive(ImitationTask):
         """n images in [0, 1]; the same seed gives the same images. `prefix` (n, k) fixes the first
         k tokens (completion). Conditional models draw classes 0, 1, 2, ... in turn unless given labels."""
         if self.num_classes and labels is None:
-            labels = torch.arange(n) % self.num_classes
+            labels = self.default_labels(n)
         options = {"temperature": self.hparams.temperature, "top_k": self.hparams.top_k, "top_p": self.hparams.top_p}
         options.update({k: v for k, v in sampling.items() if v is not None})
         generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -175,19 +142,6 @@ class ImageAutoregressive(ImitationTask):
         self.train(was_training)
         return torch.cat(images)
 
-    def sample_grid(self, n: int, seed: int, label: int | None = None, **sampling: Any) -> tuple[Tensor, int]:
-        """Images and the grid's row width: one row per class when conditional."""
-        labels = None
-        columns = max(1, round(math.sqrt(n)))
-        if self.num_classes:
-            if label is not None:
-                labels = torch.full((n,), label)
-            else:
-                columns = max(1, n // self.num_classes)
-                n = columns * self.num_classes
-                labels = torch.arange(self.num_classes).repeat_interleave(columns)
-        return self.draw(n, seed, labels, **sampling), columns
-
     def completion_grid(self, images: Tensor, seed: int, tries: int = 3) -> Tensor:
         """Rows of: the image, its top half (the prompt), then `tries` bottom halves written by the model."""
         tokens = self.tokenizer.encode(images.to(self.device))
@@ -202,37 +156,16 @@ class ImageAutoregressive(ImitationTask):
         top = self.image_size * (rows // 2) // rows
         prompt[:, :, top:] = 0.5  # grey: the part to be written
         cells = torch.cat([shown.unsqueeze(1), prompt.unsqueeze(1), completed.view(len(images), tries, *shown.shape[1:])], 1)
-        return make_grid(cells.flatten(0, 1).cpu(), nrow=2 + tries, padding=1, pad_value=1.0)
+        return image_grid(cells.flatten(0, 1).cpu(), 2 + tries)
 
     def log_samples(self, writer: SummaryWriter | None, step: int, sample_dir: Path) -> None:
         if not self.tokenizer_ready():
             return
+        super().log_samples(writer, step, sample_dir)  # the fixed-seed grid
         h = self.hparams
-        images, columns = self.sample_grid(h.num_samples, h.sample_seed)
-        grid = make_grid(images.cpu(), nrow=columns, padding=1, pad_value=1.0)
-        save_image(grid, sample_dir / f"step_{step:07d}.png")
-        if writer is not None:
-            writer.add_image("samples/images", grid, step)
         val_images = self._helpers.get("val_images")
         if h.completions and val_images is not None:
             completions = self.completion_grid(val_images[: h.completions], h.sample_seed)
             save_image(completions, sample_dir / f"completion_step_{step:07d}.png")
             if writer is not None:
                 writer.add_image("samples/completions", completions, step)
-
-    def generate_samples(self, out_dir: Path, n: int, seed: int, **options: Any) -> list[Path]:
-        label = options.get("label")
-        if label is not None and not (self.num_classes and 0 <= int(label) < self.num_classes):
-            raise MimicryError(f"label={label}: this model is " + (
-                f"conditional on classes 0..{self.num_classes - 1}" if self.num_classes
-                else "unconditional (trained without task.conditional=true)"))
-        sampling = {k: options.get(k) for k in ("temperature", "top_k", "top_p")}
-        images, columns = self.sample_grid(n, seed, None if label is None else int(label), **sampling)
-        path = out_dir / (f"samples_seed{seed}" + (f"_label{label}" if label is not None else "") + ".png")
-        save_image(images.cpu(), path, nrow=columns, padding=1, pad_value=1.0)
-        return [path]
-
-    def sample_images(self, n: int, seed: int) -> Tensor:
-        """`mimicry eval`: n images in [0, 1] (classes in turn when conditional)."""
-        return self.draw(n, seed)
-
