@@ -29,7 +29,8 @@ commands:
                                options, e.g. prompt= temperature= top_k= top_p= length= for lm)
   eval RUN_DIR [n=1000 seed=0] image metrics of a finished image run (FID, precision/recall, coverage, copies)
   list                         tasks, models, losses and data options, and which go together
-  compare RUN_DIR...           a table of the runs' status and final metrics (summary.json)
+  compare PATH... [--metric M] [--group-by KEY] [--format table|md|csv] [--plot FILE] [--x step|wall|TAG]
+                               runs side by side: differing hyperparameters, final/best metrics, curves
 """
 
 COMMANDS = ("train", "sample", "eval", "list", "compare")

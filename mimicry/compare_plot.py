@@ -1,0 +1,90 @@
+"""``mimicry compare --plot FILE``: the chosen metrics' curves, one panel per metric, one line per
+run or group. A group is drawn as its mean with a shaded ±1 standard deviation band, on a
+common x grid over the range where all of its runs have points."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mimicry.run_reading import Run
+
+if TYPE_CHECKING:
+    from mimicry.compare import Row
+
+GRID_POINTS = 300  # a group's curves are interpolated onto this many x values at most
+LEGEND_MAX = 24    # more lines than this: the legend would hide the plot
+
+
+def run_xy(run: Run, metric: str, x: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The metric's points against the chosen x: step, wall seconds since the run's first event,
+    or another scalar of the run (its value at the metric's steps, interpolated between its own steps)."""
+    curve = run.curves.get(metric)
+    if curve is None or not len(curve.steps):
+        return None
+    if x == "step":
+        return curve.steps.astype(float), curve.values
+    if x == "wall":
+        return curve.wall - (run.first_event_wall or curve.wall[0]), curve.values
+    axis = run.curves.get(x)
+    if axis is None or not len(axis.steps):
+        return None
+    inside = (curve.steps >= axis.steps[0]) & (curve.steps <= axis.steps[-1])  # no extrapolation
+    return np.interp(curve.steps[inside], axis.steps, axis.values), curve.values[inside]
+
+
+def group_band(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and sample std of several curves on a common grid (the x values they share in range)."""
+    low = max(xs[0] for xs, _ in curves)
+    high = min(xs[-1] for xs, _ in curves)
+    grid = np.unique(np.concatenate([xs[(xs >= low) & (xs <= high)] for xs, _ in curves]))
+    if len(grid) > GRID_POINTS or len(grid) < 2:
+        grid = np.linspace(low, high, GRID_POINTS if high > low else 1)
+    stacked = np.stack([np.interp(grid, xs, ys) for xs, ys in curves])
+    return grid, stacked.mean(axis=0), stacked.std(axis=0, ddof=1)
+
+
+def plot_rows(rows: list[Row], metrics: list[str], x: str, out: str, grouped: bool) -> list[str]:
+    """Draw and save; returns the labels of runs left out because they lack the x scalar."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    skipped: list[str] = []
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(9, 3.6 * len(metrics)), squeeze=False)
+    colors = plt.get_cmap("tab10" if len(rows) <= 10 else "tab20" if len(rows) <= 20 else "viridis")
+    for ax, metric in zip(axes[:, 0], metrics):
+        for i, row in enumerate(rows):
+            color = colors(i if len(rows) <= 20 else i / max(1, len(rows) - 1))
+            label = ", ".join(f"{k}={v}" for k, v in row.hparams.items()) or row.label
+            curves = []
+            for run in row.runs:
+                xy = run_xy(run, metric, x)
+                if xy is None and x not in ("step", "wall") and metric in run.curves:
+                    skipped.append(str(run.path))
+                if xy is not None and len(xy[0]):
+                    curves.append(xy)
+            if not curves:
+                continue
+            # Failed and diverged runs dashed, so a short curve reads as "stopped", not "fast".
+            style = "-" if all(run.status in ("completed", "running") for run in row.runs) else "--"
+            if grouped and len(curves) > 1:
+                grid, mean, std = group_band(curves)
+                ax.plot(grid, mean, style, color=color, label=f"{label} (n={len(curves)})", linewidth=1.5)
+                ax.fill_between(grid, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+            else:
+                for xs, ys in curves:
+                    ax.plot(xs, ys, style, color=color, linewidth=1.2, label=label)
+                    label = None  # one legend entry per row
+        ax.set_title(metric)
+        ax.set_ylabel(metric)
+        ax.set_xlabel({"step": "training step", "wall": "wall-clock seconds since the run's first event"}.get(x, x))
+        ax.grid(alpha=0.3)
+        if len(rows) <= LEGEND_MAX and ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small", loc="best")
+    fig.tight_layout()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return list(dict.fromkeys(skipped))
