@@ -21,7 +21,7 @@ import numpy as np
 from mimicry.errors import MimicryError
 from mimicry.run_reading import MISSING, Run, find_runs, override_key, read_run, read_scalars
 
-# Override keys that say how a run was started, not what it was (they differ between any two runs).
+# Override keys that say how a run was started, not what it was (resume, resume_sweep, hydra.run.dir).
 NOT_HYPERPARAMETERS = ("hydra.", "resume")
 # Metrics where bigger is better (a name fragment), when the metric is not the run's monitored one.
 HIGHER_IS_BETTER = ("return", "reward", "acc", "precision", "recall", "coverage", "score", "per_sec", "success")

@@ -74,6 +74,7 @@ def plot_rows(rows: list[Row], metrics: list[str], x: str, out: str, grouped: bo
                 ax.plot(grid, mean, style, color=color, label=f"{label} (n={len(curves)})", linewidth=1.5)
                 ax.fill_between(grid, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
             else:
+                label = f"{label} (n=1)" if grouped else label
                 for xs, ys in curves:
                     ax.plot(xs, ys, style, color=color, linewidth=1.2, label=label)
                     label = None  # one legend entry per row
@@ -82,9 +83,9 @@ def plot_rows(rows: list[Row], metrics: list[str], x: str, out: str, grouped: bo
         ax.set_xlabel({"step": "training step", "wall": "wall-clock seconds since the run's first event"}.get(x, x))
         ax.grid(alpha=0.3)
         if len(rows) <= LEGEND_MAX and ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize="small", loc="best")
-    fig.tight_layout()
+            # Beside the axes, not on them: hyperparameter labels are long and would hide curves.
+            ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=110, bbox_inches="tight")  # "tight": the figure grows to hold the legend
     plt.close(fig)
     return list(dict.fromkeys(skipped))

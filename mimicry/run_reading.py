@@ -64,12 +64,15 @@ class Run:
     def value(self, key: str) -> str:
         """The run's value of an override key: the chosen option for a config group (`model=dcgan`),
         else the composed config's value, so a run that left a key at its default shows the default."""
+        found = _select(self.config, key)
+        if found is not _NOT_FOUND and not isinstance(found, dict):
+            return _format_value(found)
+        # A config group (`model`, `hydra/launcher`, `experiment`): its node is a dict or absent.
         choices = self.choices() if "." not in key or "/" in key else {}
         if key in choices:
             return str(choices[key])
         if key == "task" and "task" in self.summary:
             return str(self.summary["task"])
-        found = _select(self.config, key)
         return MISSING if found is _NOT_FOUND else _format_value(found)
 
 
@@ -90,7 +93,12 @@ def find_runs(paths: list[str]) -> list[Path]:
     if not runs:
         raise MimicryError(f"no runs under {', '.join(paths)} (a run directory holds summary.json; "
                            "train one with `mimicry train`)")
-    return sorted(dict.fromkeys(runs))
+    return sorted(dict.fromkeys(runs), key=_natural_order)
+
+
+def _natural_order(path: Path) -> list:
+    """Sweep job 2 before job 10: numbers in the path compare as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
 
 
 def read_run(path: Path) -> Run:
