@@ -3,18 +3,21 @@ run or group. A group is drawn as its mean with a shaded ±1 standard deviation 
 common x grid over the range where all of its runs have points."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mimicry.run_reading import Run
+from mimicry.run_reading import MISSING, Run
 
 if TYPE_CHECKING:
     from mimicry.compare import Row
 
 GRID_POINTS = 300  # a group's curves are interpolated onto this many x values at most
 LEGEND_MAX = 24    # more lines than this: the legend would hide the plot
+LABEL_MAX = 150    # characters of one legend entry at most
+LABEL_WIDTH = 45   # ... wrapped at this many per line
 
 
 def run_xy(run: Run, metric: str, x: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -45,19 +48,31 @@ def group_band(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray,
     return grid, stacked.mean(axis=0), stacked.std(axis=0, ddof=1)
 
 
+def legend_labels(rows: list[Row]) -> list[str]:
+    """`lr=0.01, n_embd=64`: the hyperparameters that differ between the rows drawn in one panel,
+    by their last name where that is unique, wrapped so the legend stays narrow."""
+    keys = [k for k in rows[0].hparams if len({row.hparams[k] for row in rows}) > 1] if rows else []
+    short = {k: k.rsplit(".", 1)[-1] for k in keys}
+    names = short if len(set(short.values())) == len(short) else {k: k for k in keys}
+    labels = []
+    for row in rows:
+        label = ", ".join(f"{names[k]}={row.hparams[k]}" for k in keys if row.hparams[k] != MISSING)
+        labels.append(textwrap.shorten(label, LABEL_MAX, placeholder=" …") if label else row.label)
+    return [textwrap.fill(label, LABEL_WIDTH) for label in labels]
+
+
 def plot_rows(rows: list[Row], metrics: list[str], x: str, out: str, grouped: bool) -> list[str]:
-    """Draw and save; returns the labels of runs left out because they lack the x scalar."""
+    """Draw and save; returns the paths of runs left out because they lack the x scalar."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     skipped: list[str] = []
-    fig, axes = plt.subplots(len(metrics), 1, figsize=(9, 3.6 * len(metrics)), squeeze=False)
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(12, 3.8 * len(metrics)), squeeze=False, layout="constrained")
     colors = plt.get_cmap("tab10" if len(rows) <= 10 else "tab20" if len(rows) <= 20 else "viridis")
     for ax, metric in zip(axes[:, 0], metrics):
+        drawn: list[tuple[int, Row, list]] = []  # (colour index, row, its runs' (x, y) curves)
         for i, row in enumerate(rows):
-            color = colors(i if len(rows) <= 20 else i / max(1, len(rows) - 1))
-            label = ", ".join(f"{k}={v}" for k, v in row.hparams.items()) or row.label
             curves = []
             for run in row.runs:
                 xy = run_xy(run, metric, x)
@@ -65,16 +80,20 @@ def plot_rows(rows: list[Row], metrics: list[str], x: str, out: str, grouped: bo
                     skipped.append(str(run.path))
                 if xy is not None and len(xy[0]):
                     curves.append(xy)
-            if not curves:
-                continue
+            if curves:
+                drawn.append((i, row, curves))
+        labels = legend_labels([row for _, row, _ in drawn])
+        for (i, row, curves), label in zip(drawn, labels):
+            color = colors(i if len(rows) <= 20 else i / max(1, len(rows) - 1))
             # Failed and diverged runs dashed, so a short curve reads as "stopped", not "fast".
             style = "-" if all(run.status in ("completed", "running") for run in row.runs) else "--"
+            if grouped:
+                label = f"{label} (n={len(curves)})"
             if grouped and len(curves) > 1:
                 grid, mean, std = group_band(curves)
-                ax.plot(grid, mean, style, color=color, label=f"{label} (n={len(curves)})", linewidth=1.5)
+                ax.plot(grid, mean, style, color=color, label=label, linewidth=1.5)
                 ax.fill_between(grid, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
             else:
-                label = f"{label} (n=1)" if grouped else label
                 for xs, ys in curves:
                     ax.plot(xs, ys, style, color=color, linewidth=1.2, label=label)
                     label = None  # one legend entry per row
@@ -82,10 +101,12 @@ def plot_rows(rows: list[Row], metrics: list[str], x: str, out: str, grouped: bo
         ax.set_ylabel(metric)
         ax.set_xlabel({"step": "training step", "wall": "wall-clock seconds since the run's first event"}.get(x, x))
         ax.grid(alpha=0.3)
-        if len(rows) <= LEGEND_MAX and ax.get_legend_handles_labels()[0]:
+        if len(drawn) <= LEGEND_MAX and drawn:
             # Beside the axes, not on them: hyperparameter labels are long and would hide curves.
             ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        elif drawn:
+            ax.set_title(f"{metric} ({len(drawn)} lines; too many for a legend: try --group-by)")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110, bbox_inches="tight")  # "tight": the figure grows to hold the legend
+    fig.savefig(out, dpi=110)
     plt.close(fig)
     return list(dict.fromkeys(skipped))
