@@ -115,11 +115,17 @@ def final_and_best(run: Run, metric: str) -> tuple[float | None, float | None]:
         finite = curve.values[np.isfinite(curve.values)]
         best = (finite.max() if higher_is_better(run, metric) else finite.min()) if len(finite) else math.nan
         return float(curve.values[-1]), float(best)
-    if metric not in run.summary.get("metrics", {}):
-        return None, None
-    final = float(run.summary["metrics"][metric])  # float("nan") reads the "nan" summary.json stores
-    best = run.summary.get("best", {}).get(metric, final)
-    return final, float(best)
+    final = _number(run.summary.get("metrics", {}).get(metric))
+    best = _number(run.summary.get("best", {}).get(metric))
+    return final, (final if best is None else best)
+
+
+def _number(value: object) -> float | None:
+    """A summary.json value as a float ("nan" and "inf" are how it stores non-finite ones)."""
+    try:
+        return None if value is None or isinstance(value, bool) else float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
 
 
 def steps_and_wall(run: Run) -> tuple[int | None, float | None]:
@@ -217,7 +223,7 @@ def _fmt(value: float | None, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
 
-def render_table(header: list[str], cells: list[list[str]], title: str) -> str:
+def render_table(header: list[str], cells: list[list[str]], title: str, wrap: bool) -> str:
     from rich.console import Console
     from rich.table import Table
 
@@ -227,7 +233,7 @@ def render_table(header: list[str], cells: list[list[str]], title: str) -> str:
         table.add_column(column, justify="right" if numeric else "left", overflow="fold")
     for line in cells:
         table.add_row(*line)
-    console = Console(file=io.StringIO(), width=None if sys.stdout.isatty() else 400)  # pipes: no wrapping
+    console = Console(file=io.StringIO(), width=None if wrap else 10_000)
     console.print(table)
     return console.file.getvalue()
 
@@ -287,7 +293,10 @@ def compare_command(argv: list[str]) -> int:
     else:
         header, cells = table_columns(rows, keys, metrics, args.group_by)
         title = f"{len(runs)} run{'s' * (len(runs) != 1)}" + (f" in {len(rows)} groups by {args.group_by}" if args.group_by else "")
-        text = render_markdown(header, cells) if args.format == "md" else render_table(header, cells, title)
+        if args.format == "md":
+            text = render_markdown(header, cells)
+        else:  # fit a terminal; never wrap in a pipe or a file
+            text = render_table(header, cells, title, wrap=sys.stdout.isatty() and not args.out)
     if args.out:
         Path(args.out).write_text(text)
         print(f"wrote {args.out}", file=sys.stderr)  # stderr: stdout stays the table alone

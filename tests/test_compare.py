@@ -170,3 +170,21 @@ def test_group_by_a_key_no_run_has(seed_sweep, capsys):
     root, _ = seed_sweep
     code, _, err = compare(capsys, str(root), "--group-by", "sead")
     assert code == 2 and "sead" in err and "optim.lr, seed" in err
+
+
+def test_help_lists_the_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", "--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    assert all(option in out for option in ("--metric", "--group-by", "--format", "--plot", "--x", "--out"))
+
+
+def test_metric_only_in_summary_json(tmp_path, capsys):
+    """A metric the events lack (e.g. a test/* metric written at the end) comes from summary.json."""
+    run = write_run(tmp_path / "a", ["optim.lr=0.01"], {"val/loss": loss_curve(1.0)})
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "metrics": {**summary["metrics"], "test/loss": "nan"}}))
+    code, out, _ = compare(capsys, str(run), "--metric", "test/loss", "--format", "csv")
+    (row,) = csv_rows(out)
+    assert code == 0 and row["test/loss final"] == "nan" and row["test/loss best"] == "nan"
