@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -18,8 +20,9 @@ TINY_IMAGE_AR = [
     "task=image_ar", "model.n_layer=1", "model.n_head=2", "model.n_embd=32", "tokenizer.levels=4",
     "data.limit=64", "data.batch_size=16", "trainer.max_epochs=2", "trainer.log_every_n_steps=1",
     "task.sample_every_n_steps=4", "task.num_samples=8", "task.completions=2",
-    "task.metrics_every_n_epochs=2", "task.metrics_samples=24", "task.feature_net.steps=20",
+    "task.metrics_every_n_epochs=2", "task.metrics_samples=24", "task.feature_net.steps=20", "optim.warmup_steps=0",
 ]
+PATCHES = ["tokenizer=patches", "tokenizer.patch_size=4", "tokenizer.codebook_size=16"]
 TINY_GPT = {"_target_": "mimicry.models.gpt.GPT", "n_layer": 1, "n_head": 2, "n_embd": 32}
 NEXT_TOKEN = {"_target_": "mimicry.losses.sequence.NextTokenCrossEntropy"}
 OPTIM = {"lr": 1e-3}
@@ -43,10 +46,17 @@ def trained_image_ar(tmp_path_factory, feature_net_cache) -> Path:
 def test_image_ar_run_writes_grids_and_bits_per_dim(trained_image_ar: Path) -> None:
     record = summary(trained_image_ar)
     assert record["status"] == "completed" and record["steps"] == 8
-    assert 0 < record["metrics"]["val/bits_per_dim"] < 2.0  # 4 levels: at most 2 bits per dim
+    metrics = record["metrics"]
+    # 4 levels: an untrained model (near-uniform softmax) scores log2(4) = 2 bits/dim; 8 steps learn
+    # at least that most pixels are background.
+    assert metrics["val/bits_per_dim"] < 1.6
+    assert metrics["val/bits_per_dim"] == pytest.approx(metrics["val/nll_per_image"] / (256 * math.log(2)), rel=1e-5)
+    # The floor: as many real (quantized) training images as draws, against the same validation images.
+    assert metrics["val/fid_floor"] < metrics["val/fid"]
     events = read_events(trained_image_ar)
     for tag in ["val/bits_per_dim", "val/nll_per_image", "val/loss", "train/loss", "train/tokens_per_sec",
-                "val/fid", "val/kid", "val/precision", "val/recall", "val/classes_covered", "val/copy_rate"]:
+                "val/fid", "val/kid", "val/precision", "val/recall", "val/classes_covered", "val/copy_rate",
+                "val/fid_floor", "val/within_class_diversity", "val/class_recall"]:
         assert tag in events["scalars"], f"{tag} missing; have {sorted(events['scalars'])}"
     assert {"samples/images", "samples/completions", "samples/memorization"} <= set(events["images"])
     steps = {step for step, _, _ in events["images"]["samples/images"]}
@@ -59,20 +69,74 @@ def test_image_ar_run_writes_grids_and_bits_per_dim(trained_image_ar: Path) -> N
 
 
 def test_sample_and_eval_from_a_run(trained_image_ar: Path, tmp_path: Path, feature_net_cache: Path,
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
+                                    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "drawn"
     run_mimicry(tmp_path, "sample", str(trained_image_ar), "n=6", "seed=2", f"out={out}",
                 env={"MIMICRY_DATA": str(tmp_path / "nowhere")})  # sampling needs no data
     (png,) = out.glob("*.png")
     assert Image.open(png).size[0] > 16
 
-    from mimicry.evaluate import evaluate
+    from mimicry.evaluate import eval_command, evaluate
 
     monkeypatch.setenv("MIMICRY_FEATURE_NETS", str(feature_net_cache))
     result = evaluate(trained_image_ar, n=24)
-    assert result["samples"] == 24 and result["metrics"]["fid"] >= 0
+    # The floor scores as many real images as samples, against the same held-out test images.
+    assert result["samples"] == result["real_vs_real"]["count"] == 24
+    assert result["reference"] == {"split": "test", "count": 180}
     assert result["real_vs_real"]["fid"] < result["metrics"]["fid"]  # an 8-step model is worse than real data
+    assert 0.5 < result["real_vs_real"]["within_class_diversity"] < 2  # real images: about as varied as real
     assert (trained_image_ar / "eval" / "metrics.json").is_file()
+    eval_command([str(trained_image_ar), "n=24"])
+    printed = capsys.readouterr().out
+    assert "24 images vs 180 held-out test images" in printed and "the same n as the samples" in printed
+
+
+def test_sample_writes_raw_arrays(trained_image_ar: Path, tmp_path: Path) -> None:
+    run_mimicry(tmp_path, "sample", str(trained_image_ar), "n=30", "format=npz", f"out={tmp_path}")
+    (npz,) = tmp_path.glob("*.npz")
+    assert not list(tmp_path.glob("*.png"))  # npz only
+    arrays = np.load(npz)
+    images = arrays["images"]
+    assert images.shape == (30, 16, 16, 1) and images.dtype == np.uint8 and "labels" not in arrays
+    assert set(np.unique(images).tolist()) <= {0, 85, 170, 255}  # 4 levels, as 8-bit pixels
+    result = run_mimicry(tmp_path, "sample", str(trained_image_ar), "format=jpeg", check=False)
+    assert result.returncode != 0 and "format=jpeg: choose one of png, npz, both" in result.stdout + result.stderr
+
+
+def test_conditional_npz_keeps_the_labels(tmp_path: Path) -> None:
+    task = _task(conditional=True, tokenizer={"_target_": "mimicry.data.image_tokenizers.PixelTokenizer", "levels": 2})
+    png, npz = task.generate_samples(tmp_path, n=12, seed=0, format="both")
+    arrays = np.load(npz)
+    assert arrays["labels"].tolist() == [i % 10 for i in range(12)] and arrays["images"].shape == (12, 16, 16, 1)
+    assert png.suffix == ".png"
+    _, npz = task.generate_samples(tmp_path, n=5, seed=0, format="both", label=7)
+    assert np.load(npz)["labels"].tolist() == [7] * 5
+    with pytest.raises(MimicryError, match="conditional on classes 0..9"):
+        task.generate_samples(tmp_path, n=1, seed=0, label=10)
+
+
+def test_patch_tokenizer_bits_per_dim_and_resume(tmp_path: Path) -> None:
+    """Bits/dim with patch codes counts the codes' bits over the image's dimensions; a resumed run
+    ends where an uninterrupted one does, in the same directory, with one curve."""
+    settings = [*(o for o in TINY_IMAGE_AR if not o.startswith("tokenizer.")), *PATCHES,
+                "task.metrics_every_n_epochs=0", "optim.decay_steps=16"]
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    straight.mkdir(), interrupted.mkdir()
+    run_mimicry(straight, "train", *settings, "trainer.max_epochs=4")
+    run_mimicry(interrupted, "train", *settings, "trainer.max_epochs=2")  # "killed" after epoch 2
+    (run_dir,) = run_dirs(interrupted)
+    run_mimicry(interrupted, "train", f"resume={run_dir}", "trainer.max_epochs=4")
+    assert run_dirs(interrupted) == [run_dir]
+    resumed, reference = summary(run_dir), summary(run_dirs(straight)[0])
+    assert resumed["status"] == "completed" and resumed["steps"] == reference["steps"] == 16
+    assert resumed["metrics"]["val/bits_per_dim"] == pytest.approx(reference["metrics"]["val/bits_per_dim"], rel=1e-5)
+
+    metrics = reference["metrics"]
+    # 16 codes per 16x16 image; an untrained (uniform) model: 16·log2(16) bits / 256 dims = 0.25 bits/dim.
+    assert metrics["val/bits_per_dim"] == pytest.approx(metrics["val/nll_per_image"] / (256 * math.log(2)), rel=1e-5)
+    assert metrics["val/bits_per_dim"] < 0.88 * 0.25 and 0 < metrics["val/codebook_mse"] < 0.1
+    steps = [step for step, _ in read_events(run_dir)["scalars"]["val/bits_per_dim"]]
+    assert len(steps) == 4 and max(steps) == 16  # one curve across both sessions
 
 
 def _task(**options) -> ImageAutoregressive:

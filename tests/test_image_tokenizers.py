@@ -70,7 +70,8 @@ def test_patch_round_trip_within_codebook_error(patches: PatchTokenizer, digit_i
     assert error == pytest.approx(patches.reconstruction_error(images), rel=1e-5)
     mean_patch_error = ((images - images.mean()) ** 2).mean().item()
     assert error < 0.25 * mean_patch_error  # the codebook captures most of the variance
-    assert torch.equal(patches.encode(restored), tokens)  # prototypes map back to themselves
+    # Prototypes map back to themselves (or to a prototype equal to them within the product's rounding).
+    assert torch.allclose(patches.decode(patches.encode(restored), 16), restored, atol=1e-3)
 
 
 def test_patch_codes_are_nearest_prototypes(patches: PatchTokenizer, digit_images: torch.Tensor) -> None:
@@ -78,7 +79,8 @@ def test_patch_codes_are_nearest_prototypes(patches: PatchTokenizer, digit_image
     tokens = patches.encode(image)[0]
     first_patch = image[0, :, :4, :4].reshape(-1)
     distances = ((patches.codebook - first_patch) ** 2).sum(dim=1)
-    assert distances[tokens[0]] == pytest.approx(distances.min().item())
+    # The id is chosen by a matrix product: near-ties may resolve either way, within its rounding.
+    assert distances[tokens[0]].item() == pytest.approx(distances.min().item(), abs=1e-4)
 
 
 def test_patch_fit_is_deterministic(patches: PatchTokenizer, digit_images: torch.Tensor) -> None:
