@@ -37,28 +37,33 @@ COMMANDS = ("train", "sample", "eval", "list", "compare")
 
 
 def _register_resolvers() -> None:
-    """Resolvers used by conf/train.yaml to name run directories."""
-    import secrets
+    """Resolvers used by conf/train.yaml to name run and sweep-job directories. Registered when
+    this module is imported, so Hydra's launcher workers (which import it) have them too."""
+    from mimicry.sweeps import job_name, run_id
 
-    if not OmegaConf.has_resolver("uid"):
-        # Two runs started in the same second still differ; one process keeps one id, because
-        # Lightning's DDP re-launch resolves the run directory a second time.
-        run_id = secrets.token_hex(2)
-        OmegaConf.register_new_resolver("uid", lambda: run_id)
+    if not OmegaConf.has_resolver("uid"):  # two runs started in the same second still differ
+        OmegaConf.register_new_resolver("uid", run_id)
     if not OmegaConf.has_resolver("dirname"):  # overrides as a short, path-safe name
         OmegaConf.register_new_resolver(
             "dirname", lambda text: ("_" + str(text).replace("/", "-")[:80]) if text else "")
+    if not OmegaConf.has_resolver("sweep_name"):  # only the overrides that vary between jobs
+        OmegaConf.register_new_resolver("sweep_name", job_name)
 
 
+_register_resolvers()
 _failed_runs: list[str] = []
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mimicry.conf", config_name="train")
-def _hydra_train(cfg: DictConfig) -> None:
+def _hydra_train(cfg: DictConfig) -> float | None:
+    from mimicry.sweeps import monitored_value
     from mimicry.train import run  # imported here so that `mimicry --help` stays fast
 
-    if not run(cfg):
+    summary = run(cfg)
+    if summary["status"] != "completed":
         _failed_runs.append(str(cfg.get("task", {}).get("_target_", "")))
+        return None  # a hyperparameter search counts this trial as failed
+    return monitored_value(summary, cfg.get("monitor"))  # what a hyperparameter search optimizes
 
 
 def _override_key(arg: str) -> str:
@@ -71,9 +76,18 @@ def _quote(value: str) -> str:
 
 def prepare_train_args(args: list[str]) -> list[str]:
     """Quote path-valued overrides (run directories contain `=` and `,`), and turn `resume=DIR`
-    into the run's own overrides + the new ones + `hydra.run.dir=DIR`."""
+    into the run's own overrides + the new ones + `hydra.run.dir=DIR` (`resume_sweep=DIR`: the
+    sweep's overrides into its own folder)."""
     args = [f"{_override_key(a)}={_quote(a.split('=', 1)[1])}" if _override_key(a) in ("resume", "init_from")
             and "=" in a else a for a in args]
+    sweep = [a for a in args if _override_key(a) == "resume_sweep" and a.split("=", 1)[1] not in ("true", "false")]
+    if sweep:
+        from mimicry.sweeps import resume_sweep_args
+
+        new = [a for a in args if _override_key(a) != "resume_sweep" and a not in ("-m", "--multirun")]
+        args, read_back, source = resume_sweep_args(sweep[-1].split("=", 1)[1], new)
+        _refuse_foreign_targets(read_back, source)
+        return args
     resume = [a for a in args if _override_key(a) == "resume"]
     if not resume:
         return args
@@ -84,10 +98,17 @@ def prepare_train_args(args: list[str]) -> list[str]:
     new = [a for a in args if _override_key(a) != "resume"]
     replaced = {_override_key(a) for a in new} | {"resume"}
     previous = [a for a in (yaml.safe_load(saved.read_text()) or []) if _override_key(a) not in replaced]
-    for override in previous:  # a shared run directory must not make us build foreign classes
-        for target in re.findall(r"_target_'?\"?\s*[:=]\s*'?\"?([\w.]+)", override):
-            check_targets({"_target_": target}, str(saved))
+    _refuse_foreign_targets(previous, saved)
     return previous + new + [f"resume={_quote(str(run_dir))}", f"hydra.run.dir={_quote(str(run_dir))}"]
+
+
+def _refuse_foreign_targets(overrides: list[str], source: Path) -> None:
+    """Overrides read back from a shared run or sweep folder must not make us build foreign classes."""
+    for override in overrides:
+        for target in re.findall(r"_target_'?\"?\s*[:=]\s*'?\"?([\w.]+)", override):
+            check_targets({"_target_": target}, str(source),
+                          hint=f"if you added it yourself, give that override again on the command line: "
+                               f"{override}")
 
 
 def _complete_after_train() -> None:
@@ -109,20 +130,28 @@ def check_output_folder(args: list[str]) -> None:
     check the folder the user chose, or ./outputs, first."""
     if any(a.split("=", 1)[0] in INFO_FLAGS for a in args):
         return  # nothing is written
-    multirun = any(a in ("-m", "--multirun") for a in args)
-    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    from mimicry.sweeps import is_sweep
+
+    key = "hydra.sweep.dir" if is_sweep(args) else "hydra.run.dir"
     chosen = [a.split("=", 1)[1].strip("'\"") for a in args if a.split("=", 1)[0] == key]
     folder = chosen[-1].split("${", 1)[0] if chosen else "outputs"  # up to the first interpolation
     ensure_writable_dir(Path(folder or "."), key)
 
 
 def train(args: list[str]) -> int:
-    _register_resolvers()
+    from mimicry.sweeps import is_sweep, prepare_sweep, print_sweep_table, run_id
+
     _complete_after_train()
+    run_id()  # fixed now, so that every process this command starts names folders alike
     args = prepare_train_args(args)
+    sweep_dir = None
+    if is_sweep(args) and not any(a.split("=", 1)[0] in INFO_FLAGS for a in args):
+        args, sweep_dir = prepare_sweep(args)
     check_output_folder(args)
     sys.argv = [sys.argv[0], *args]
     _hydra_train()
+    if sweep_dir is not None:
+        print_sweep_table(sweep_dir)
     return 1 if _failed_runs else 0
 
 

@@ -31,11 +31,11 @@ class RunRecord:
 
     def update(self, status: str, **fields: Any) -> None:
         assert status in STATUSES, status
-        if rank_zero_only.rank != 0:  # under DDP every process runs this; one writes
-            return
         self.data.update(fields, status=status,
                          wall_time_s=round(self._previous_wall + time.perf_counter() - self._start, 2),
                          updated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        if rank_zero_only.rank != 0:  # under DDP every process runs this; one writes
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(_plain(self.data), indent=2, sort_keys=True))

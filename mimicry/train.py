@@ -3,20 +3,25 @@ then ``summary.json`` and the HParams tab. Everything is built from the composed
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
 
 from mimicry.callbacks import SummaryRefresh
 from mimicry.checkpoints import load_weights_into, saved_data_spec, task_class
 from mimicry.config_checks import check_settings
 from mimicry.errors import DivergedError, MimicryError
-from mimicry.run_record import RunRecord
+from mimicry.run_record import RunRecord, read_summary
 
 log = logging.getLogger("mimicry")
 
@@ -32,10 +37,19 @@ logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_QuietLight
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
-def run(cfg: DictConfig) -> bool:
-    """Train one configuration in Hydra's run directory. Returns False when the run failed."""
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train one configuration in Hydra's run directory; returns what summary.json says of it.
+
+    In a sweep, one job's failure (even a bug's exception) is recorded in its summary.json and
+    log, and the sweep goes on to the next job; a single run lets a bug's traceback surface."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    if cfg.get("resume_sweep") and (run_dir / "summary.json").is_file():
+        previous = read_summary(run_dir)
+        if previous.get("status") == "completed":
+            log.info(f"already completed, skipped: {run_dir}")
+            return previous
     choices = dict(hydra_cfg.runtime.choices)
     record = RunRecord(run_dir, choices.get("task", "?"), list(hydra_cfg.overrides.task))
     record.update("running", seed=cfg.seed, run_dir=str(run_dir))
@@ -44,19 +58,23 @@ def run(cfg: DictConfig) -> bool:
     except DivergedError as error:
         log.error(str(error))
         record.update("diverged", error=str(error))
-        return False
+        return record.data
     except MimicryError as error:
         log.error(f"error: {error}")
         record.update("failed", error=str(error))
-        return False
+        return record.data
     except BaseException as error:  # a bug, or Ctrl-C: record it, then let it surface
-        message = "interrupted; continue with: mimicry train resume=" + str(run_dir) \
-            if isinstance(error, (KeyboardInterrupt, SystemExit)) else f"{type(error).__name__}: {error}"
+        interrupted = isinstance(error, (KeyboardInterrupt, SystemExit))
+        message = f"interrupted; continue with: mimicry train resume={run_dir}" if interrupted \
+            else f"{type(error).__name__}: {error}"
         record.update("failed", error=message)
+        if in_sweep and not interrupted:  # the traceback goes to this job's log; the other jobs go on
+            log.exception(f"job failed: {run_dir}")
+            return record.data
         raise
     record.update("completed", **results)
     log.info(f"done: {run_dir}")
-    return True
+    return record.data
 
 
 def check_config(cfg: DictConfig, choices: dict[str, str]) -> None:
@@ -123,16 +141,21 @@ def fit(cfg: DictConfig, run_dir: Path, choices: dict[str, str], record: RunReco
         log.info(f"initialised weights from {load_weights_into(task, cfg.init_from)}")
 
     ckpt_path = None
+    last = run_dir / "checkpoints" / "last.ckpt"
     if cfg.get("resume"):
-        ckpt_path = run_dir / "checkpoints" / "last.ckpt"
-        if not ckpt_path.is_file():
-            raise MimicryError(f"nothing to resume: {ckpt_path} does not exist (the run stopped before its "
+        if not last.is_file():
+            raise MimicryError(f"nothing to resume: {last} does not exist (the run stopped before its "
                                f"first checkpoint); start it again without resume=")
+        ckpt_path = last
+    elif cfg.get("resume_sweep") and last.is_file():  # a sweep job that stopped part-way
+        ckpt_path = last
+    if ckpt_path is not None:
         log.info(f"resuming from {ckpt_path}")
 
     check_manual_optimization(task, cfg)
     trainer = build_trainer(cfg, run_dir, record)
-    trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+    with relaunch_into(run_dir):
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
 
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items() if value.numel() == 1}
     results: dict[str, Any] = {"metrics": metrics, "steps": trainer.global_step, "epochs": trainer.current_epoch}
@@ -144,6 +167,33 @@ def fit(cfg: DictConfig, run_dir: Path, choices: dict[str, str], record: RunReco
         trainer.logger.log_hyperparams(flatten(OmegaConf.to_container(cfg, resolve=True)),
                                        metrics={f"final/{k}": v for k, v in metrics.items()})
     return results
+
+
+@contextmanager
+def relaunch_into(run_dir: Path) -> Iterator[None]:
+    """Lightning's DDP launcher starts the other ranks as `sys.argv` + `hydra.run.dir=<the run dir
+    Hydra knows>`. Inside a sweep that would be `-m` with every sweep value, and Hydra's run-dir
+    pattern rather than this job's folder: so, for the fit, the command line becomes this job's
+    own overrides and the run dir this job's folder. Afterwards the process is left as it was
+    (no process group, none of the rank variables Lightning set), so the next job launches anew."""
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        yield
+        return
+    saved_argv, saved_dir, saved_env = list(sys.argv), hydra_cfg.run.dir, dict(os.environ)
+    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
+    with read_write(hydra_cfg):
+        hydra_cfg.run.dir = str(run_dir)
+    try:
+        yield
+    finally:
+        sys.argv = saved_argv
+        with read_write(hydra_cfg):
+            hydra_cfg.run.dir = saved_dir
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        os.environ.clear()
+        os.environ.update(saved_env)
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:

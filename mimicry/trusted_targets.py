@@ -80,10 +80,9 @@ def targets(tree: Any, path: str = "") -> Iterator[tuple[str, Any]]:
             yield from targets(value, f"{path}[{index}]")
 
 
-def check_targets(tree: Any, source: str) -> None:
+def check_targets(tree: Any, source: str, hint: str = "this file was made by something else or was tampered with") -> None:
     """Refuse a config read from ``source`` (a file name) if it would build anything not ours."""
     for where, target in targets(tree):
         if not is_trusted(target):
             raise MimicryError(f"refusing to build {target!r} (at {where}) named in {source}: only mimicry's own "
-                               f"classes may be built from a shared file; this file was made by something else "
-                               f"or was tampered with")
+                               f"classes may be built from a shared file; {hint}")

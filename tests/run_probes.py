@@ -35,3 +35,16 @@ class SummarySnoop(pl.Callback):
         if trainer.current_epoch > 0 and summary.is_file():
             self.seen.append(json.loads(summary.read_text()))
             self.path.write_text(json.dumps(self.seen))
+
+
+class FailOnce(pl.Callback):
+    """When `fail` is true, raises a RuntimeError (a bug, not bad input) at the first training
+    batch, once: it leaves `marker` behind, and a later run with the same marker trains normally."""
+
+    def __init__(self, fail: bool, marker: str):
+        self.fail, self.marker = fail, Path(marker)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, task: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self.fail and not self.marker.exists():
+            self.marker.write_text("failed once")
+            raise RuntimeError("a bug in this job")
