@@ -166,9 +166,12 @@ class Row:
 
 
 def make_rows(runs: list[Run], keys: list[str], metrics: list[str], group_by: str | None) -> list[Row]:
+    """One row per run; with group_by, one per set of runs that differ only in that key."""
+    shown = [k for k in keys if k != group_by]
     groups: dict[tuple, list[Run]] = {}
     for run in runs:
-        groups.setdefault(tuple(run.value(k) for k in keys if k != group_by) if group_by else (run.path,), []).append(run)
+        identity = tuple(run.value(k) for k in shown) if group_by else (run.path,)
+        groups.setdefault(identity, []).append(run)
     rows = []
     for members in groups.values():
         statuses = Counter(run.status for run in members)
@@ -176,7 +179,7 @@ def make_rows(runs: list[Run], keys: list[str], metrics: list[str], group_by: st
         notes = list(dict.fromkeys(note for run in members for note in run.notes))
         steps, walls = zip(*(steps_and_wall(run) for run in members))
         row = Row(label=run_label(members[0]) if not group_by else f"{len(members)} runs",
-                  hparams={k: members[0].value(k) for k in keys if k != group_by},
+                  hparams={k: members[0].value(k) for k in shown},
                   runs=members, status="; ".join([status, *notes]),
                   steps=_mean([s for s in steps if s is not None]), wall=_mean([w for w in walls if w is not None]))
         for metric in metrics:
@@ -228,7 +231,7 @@ def render_table(header: list[str], cells: list[list[str]], title: str, wrap: bo
     from rich.table import Table
 
     table = Table(title=title)
-    for i, column in enumerate(header):
+    for column in header:
         numeric = column in ("n", "steps", "wall s") or column.endswith((" final", " best"))
         table.add_column(column, justify="right" if numeric else "left", overflow="fold")
     for line in cells:

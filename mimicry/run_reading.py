@@ -12,6 +12,7 @@ import json
 import os
 import re
 import struct
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,8 +58,7 @@ class Run:
         """Hydra's runtime.choices (which option of each config group); read only when asked."""
         if self._choices is None:
             hydra_file = self.path / ".hydra" / "hydra.yaml"
-            loaded = _load_yaml(hydra_file) if hydra_file.is_file() else {}
-            self._choices = ((loaded or {}).get("hydra", {}).get("runtime", {}).get("choices") or {})
+            self._choices = _read_choices(hydra_file.read_text()) if hydra_file.is_file() else {}
         return self._choices
 
     def value(self, key: str) -> str:
@@ -68,11 +68,11 @@ class Run:
         if found is not _NOT_FOUND and not isinstance(found, dict):
             return _format_value(found)
         # A config group (`model`, `hydra/launcher`, `experiment`): its node is a dict or absent.
+        if key == "task" and "task" in self.summary:
+            return str(self.summary["task"])
         choices = self.choices() if "." not in key or "/" in key else {}
         if key in choices:
             return str(choices[key])
-        if key == "task" and "task" in self.summary:
-            return str(self.summary["task"])
         return MISSING if found is _NOT_FOUND else _format_value(found)
 
 
@@ -118,6 +118,18 @@ def read_run(path: Path) -> Run:
         overrides = summary.get("overrides", [])
     config = _load_yaml(hydra_dir / "config.yaml") if (hydra_dir / "config.yaml").is_file() else None
     return Run(path=path, summary=summary, overrides=[str(o) for o in overrides], config=config or {}, notes=notes)
+
+
+def _read_choices(text: str) -> dict[str, Any]:
+    """hydra.yaml's `hydra.runtime.choices`. Only that block is parsed: the whole file is mostly
+    help text and logging config, and parsing it is most of the time `compare` spends on YAML."""
+    match = re.search(r"^( +)choices:\n((?:\1 +.*\n?)*)", text, re.MULTILINE)
+    if match:
+        block = yaml.load(textwrap.dedent(match.group(2)), Loader=_Loader)
+        if isinstance(block, dict):
+            return block
+    loaded = yaml.load(text, Loader=_Loader) or {}  # laid out differently: read it all
+    return (loaded.get("hydra", {}).get("runtime", {}).get("choices") or {}) if isinstance(loaded, dict) else {}
 
 
 def _load_yaml(path: Path) -> Any:
@@ -186,7 +198,8 @@ def read_scalars(run: Run, tags: set[str] | None) -> None:
     is read up to there and the run gets the note "events truncated"."""
     from tensorboard.compat.proto.event_pb2 import Event  # here: `mimicry --help` need not load protobuf
 
-    wanted = None if tags is None else [t.encode() for t in tags]
+    # One regular expression finds any wanted tag in a record's bytes, in C.
+    wanted = None if tags is None else re.compile(b"|".join(re.escape(t.encode()) for t in sorted(tags)))
     points: dict[str, tuple[list, list, list]] = {}
     for path in event_files(run.path):
         data = path.read_bytes()
@@ -204,7 +217,7 @@ def read_scalars(run: Run, tags: set[str] | None) -> None:
             record = data[start:stop]
             # Skip records that cannot hold a wanted tag without parsing them; the first record
             # (file_version) is always parsed for its wall time.
-            if not first and wanted is not None and not any(t in record for t in wanted):
+            if not first and wanted is not None and not wanted.search(record):
                 continue
             try:
                 event = Event.FromString(record)

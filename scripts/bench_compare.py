@@ -27,11 +27,22 @@ sys.path.insert(0, str(REPO / "tests"))  # the fixture writer the compare tests 
 from compare_fixtures import write_run  # noqa: E402
 
 
+def composed_lm_config() -> tuple[dict, dict]:
+    """mimicry's real `task=lm` config and Hydra node, so the fixtures' YAML files are full size."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    with initialize_config_module("mimicry.conf", version_base="1.3"):
+        composed = OmegaConf.to_container(compose("train", overrides=["task=lm"], return_hydra_config=True))
+    return {k: v for k, v in composed.items() if k != "hydra"}, composed["hydra"]
+
+
 def make_sweep(root: Path, runs: int, steps: int) -> Path:
     """`runs` jobs of lr x width x seed, each logging train/* every step and val/loss every 10."""
     import math
     import random
 
+    config, hydra = composed_lm_config()
     sweep = root / "outputs" / "lm" / "multirun" / "2026-01-02" / "10-00-00_ab12"
     sweep.mkdir(parents=True)
     (sweep / "multirun.yaml").write_text("hydra: {}\n")
@@ -50,7 +61,8 @@ def make_sweep(root: Path, runs: int, steps: int) -> Path:
             "val/loss": [(s, loss[s] + 0.1) for s in range(9, steps, 10)],
         }
         overrides = ["task=lm", f"optim.lr={lr}", f"model.n_embd={width}", f"seed={seed}"]
-        write_run(sweep / f"{job}_optim.lr={lr},model.n_embd={width},seed={seed}", overrides, curves)
+        write_run(sweep / f"{job}_optim.lr={lr},model.n_embd={width},seed={seed}", overrides, curves,
+                  config=config, hydra=hydra)
     return sweep
 
 

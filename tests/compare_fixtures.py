@@ -20,13 +20,16 @@ BASE_CHOICES = {"task": "lm", "model": "gpt", "loss": "next_token", "data": "pyd
 
 
 def write_run(run_dir: Path, overrides: list[str], curves: dict[str, list[tuple[int, float]]], *,
-              status: str = "completed", config: dict | None = None, seconds_per_step: float = 0.01) -> Path:
+              status: str = "completed", config: dict | None = None, hydra: dict | None = None,
+              seconds_per_step: float = 0.01) -> Path:
     """A run directory whose config is BASE_CONFIG (or `config`) with the overrides applied, and whose
-    events hold `curves` ({tag: [(step, value)]}); summary.json's metrics are the curves' last values."""
+    events hold `curves` ({tag: [(step, value)]}); summary.json's metrics are the curves' last values.
+    `hydra`: a full `hydra` node for hydra.yaml (a composed one is as large as a real run's)."""
     from torch.utils.tensorboard import SummaryWriter
 
     config = copy.deepcopy(config or BASE_CONFIG)
-    choices = dict(BASE_CHOICES)
+    hydra = copy.deepcopy(hydra or {"runtime": {"choices": BASE_CHOICES}})
+    choices = hydra["runtime"]["choices"] = dict(hydra["runtime"]["choices"])
     for override in overrides:
         key, value = override.lstrip("+").split("=", 1)
         if key in choices:
@@ -42,7 +45,7 @@ def write_run(run_dir: Path, overrides: list[str], curves: dict[str, list[tuple[
     hydra_dir.mkdir(parents=True)
     (hydra_dir / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     (hydra_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    (hydra_dir / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": choices}}}))
+    (hydra_dir / "hydra.yaml").write_text(yaml.safe_dump({"hydra": hydra}, sort_keys=False))
 
     start = time.time()
     writer = SummaryWriter(log_dir=str(run_dir / "tb"))
