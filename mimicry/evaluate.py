@@ -29,7 +29,7 @@ from mimicry.errors import MimicryError
 from mimicry.metrics.feature_net import feature_net_accuracy, load_feature_net
 from mimicry.metrics.image_quality import image_metrics
 from mimicry.metrics.memorization import memorization
-from mimicry.tasks.image_generation import MEMORIZATION_BANK, ImageGeneration
+from mimicry.tasks.image_generation import MEMORIZATION_BANK, ImageGeneration, image_grid, upscale
 
 def evaluate(run_dir: str | Path, n: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Sample ``n`` images from the run's best checkpoint and score them against held-out test images."""
@@ -68,8 +68,8 @@ def evaluate(run_dir: str | Path, n: int = 1000, seed: int = 0) -> dict[str, Any
 
     out = run_dir / "eval"
     out.mkdir(exist_ok=True)
-    save_image(fakes[:64], out / "samples.png", nrow=8, padding=1, pad_value=0.5)
-    save_image(copies["grid"], out / "memorization.png")
+    save_image(image_grid(fakes[:64], 8), out / "samples.png")
+    save_image(upscale(copies["grid"], task.image_size), out / "memorization.png")
     result = {
         "checkpoint": str(ckpt), "samples": len(fakes), "seed": seed,
         "reference": {"split": "test", "count": len(reference)},

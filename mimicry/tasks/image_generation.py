@@ -148,7 +148,7 @@ class ImageGeneration(ImitationTask):
             self.log(f"val/{name}", value)
         writer = self.tensorboard()
         if writer is not None:
-            writer.add_image("samples/memorization", copies["grid"], self.global_step)
+            writer.add_image("samples/memorization", upscale(copies["grid"], self.image_size), self.global_step)
         self.on_image_metrics(metrics)
         return metrics
 
