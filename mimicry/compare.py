@@ -295,13 +295,17 @@ def compare_command(argv: list[str]) -> int:
         text = render_csv(rows, keys, metrics, args.group_by)
     else:
         header, cells = table_columns(rows, keys, metrics, args.group_by)
-        title = f"{len(runs)} run{'s' * (len(runs) != 1)}" + (f" in {len(rows)} groups by {args.group_by}" if args.group_by else "")
+        title = f"{len(runs)} run{'s' * (len(runs) != 1)}"
+        title += f" in {len(rows)} groups by {args.group_by}" if args.group_by else ""
         if args.format == "md":
             text = render_markdown(header, cells)
         else:  # fit a terminal; never wrap in a pipe or a file
             text = render_table(header, cells, title, wrap=sys.stdout.isatty() and not args.out)
     if args.out:
-        Path(args.out).write_text(text)
+        try:
+            Path(args.out).write_text(text)
+        except OSError as error:
+            raise MimicryError(f"--out {args.out}: cannot write there ({error.strerror})") from error
         print(f"wrote {args.out}", file=sys.stderr)  # stderr: stdout stays the table alone
     else:
         sys.stdout.write(text)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mimicry.errors import MimicryError
 from mimicry.run_reading import MISSING, Run
 
 if TYPE_CHECKING:
@@ -106,7 +107,11 @@ def plot_rows(rows: list[Row], metrics: list[str], x: str, out: str, grouped: bo
             ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         elif drawn:
             ax.set_title(f"{metric} ({len(drawn)} lines; too many for a legend: try --group-by)")
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    try:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=110)
+    except (OSError, ValueError) as error:  # a folder we cannot write, or a suffix matplotlib cannot
+        raise MimicryError(f"--plot {out}: {getattr(error, 'strerror', None) or error}") from error
+    finally:
+        plt.close(fig)
     return list(dict.fromkeys(skipped))
