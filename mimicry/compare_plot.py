@@ -38,13 +38,17 @@ def run_xy(run: Run, metric: str, x: str) -> tuple[np.ndarray, np.ndarray] | Non
     return np.interp(curve.steps[inside], axis.steps, axis.values), curve.values[inside]
 
 
-def group_band(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean and sample std of several curves on a common grid (the x values they share in range)."""
+def group_band(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Mean and sample std of several curves on a common grid: the x values they have, within the
+    range all of them cover. None when they share no range (then each is drawn on its own)."""
+    curves = [(xs[np.argsort(xs, kind="stable")], ys[np.argsort(xs, kind="stable")]) for xs, ys in curves]
     low = max(xs[0] for xs, _ in curves)
     high = min(xs[-1] for xs, _ in curves)
+    if high <= low:
+        return None
     grid = np.unique(np.concatenate([xs[(xs >= low) & (xs <= high)] for xs, _ in curves]))
-    if len(grid) > GRID_POINTS or len(grid) < 2:
-        grid = np.linspace(low, high, GRID_POINTS if high > low else 1)
+    if len(grid) > GRID_POINTS:
+        grid = np.linspace(low, high, GRID_POINTS)
     stacked = np.stack([np.interp(grid, xs, ys) for xs, ys in curves])
     return grid, stacked.mean(axis=0), stacked.std(axis=0, ddof=1)
 
@@ -90,8 +94,9 @@ def plot_rows(rows: list[Row], metrics: list[str], x: str, out: str, grouped: bo
             style = "-" if all(run.status in ("completed", "running") for run in row.runs) else "--"
             if grouped:
                 label = f"{label} (n={len(curves)})"
-            if grouped and len(curves) > 1:
-                grid, mean, std = group_band(curves)
+            band = group_band(curves) if grouped and len(curves) > 1 else None
+            if band is not None:
+                grid, mean, std = band
                 ax.plot(grid, mean, style, color=color, label=label, linewidth=1.5)
                 ax.fill_between(grid, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
             else:

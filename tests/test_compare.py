@@ -104,6 +104,7 @@ def test_group_band_on_a_common_grid():
     assert grid[0] == pytest.approx(0.5) and grid[-1] == pytest.approx(10.0)  # only where both have points
     assert mean == pytest.approx(grid * 2 + 0.5)
     assert std == pytest.approx(np.full_like(grid, np.std([0, 1], ddof=1)))
+    assert group_band([(xs_a, xs_a), (xs_a + 20, xs_a)]) is None  # no range in common: no band
 
 
 def test_another_scalar_as_x_axis(tmp_path, capsys):
