@@ -93,6 +93,20 @@ def check_config(cfg: DictConfig, choices: dict[str, str]) -> None:
                                f"choose one of: {', '.join(allowed)} (see `mimicry list`)")
 
 
+def launcher_shape(cfg: DictConfig, hydra_cfg: DictConfig) -> None:
+    """Under Hydra's submitit (SLURM) launcher, the job's `nodes` and `gpus_per_node` become the
+    trainer's `num_nodes` and `devices`, unless those were set on the command line."""
+    launcher = hydra_cfg.get("launcher") or {}
+    if "submitit" not in str(launcher.get("_target_", "")):
+        return
+    given = {o.lstrip("+").split("=", 1)[0] for o in hydra_cfg.overrides.task}
+    with read_write(cfg.trainer):
+        if "trainer.num_nodes" not in given and launcher.get("nodes"):
+            cfg.trainer.num_nodes = int(launcher.nodes)
+        if "trainer.devices" not in given and launcher.get("gpus_per_node"):
+            cfg.trainer.devices = int(launcher.gpus_per_node)
+
+
 def check_manual_optimization(task: pl.LightningModule, cfg: DictConfig) -> None:
     """A task that steps its own optimizers (the GAN's two) cannot have Lightning accumulate or clip for it."""
     if task.automatic_optimization:
@@ -126,6 +140,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, record: RunRecord | None = Non
 
 def fit(cfg: DictConfig, run_dir: Path, choices: dict[str, str], record: RunRecord | None = None) -> dict[str, Any]:
     check_config(cfg, choices)
+    launcher_shape(cfg, HydraConfig.get())
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     fine_tune = cfg.get("init_from") and not cfg.get("resume")

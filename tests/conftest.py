@@ -52,7 +52,7 @@ def read_events(run_dir: Path) -> dict[str, dict]:
     """TensorBoard content of a run: {"scalars": {tag: [(step, value)]}, "text": {...}, "images": {...}}."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    found: dict[str, dict] = {"scalars": {}, "text": {}, "images": {}}
+    found: dict[str, dict] = {"scalars": {}, "text": {}, "images": {}, "layout": {}}
     for event_file in sorted((run_dir / "tb").glob("events.out.tfevents.*")):
         acc = EventAccumulator(str(event_file), size_guidance={"scalars": 0, "tensors": 0, "images": 0})
         acc.Reload()
@@ -60,6 +60,13 @@ def read_events(run_dir: Path) -> dict[str, dict]:
         for tag in tags.get("scalars", []):
             found["scalars"].setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
         for tag in tags.get("tensors", []):  # text summaries are stored as string tensors
+            if tag == "custom_scalars__config__":  # the Custom Scalars layout: a serialized proto
+                from tensorboard.plugins.custom_scalar import layout_pb2
+
+                layout = layout_pb2.Layout.FromString(acc.Tensors(tag)[0].tensor_proto.string_val[0])
+                found["layout"] = {c.title: {chart.title: list(chart.multiline.tag) for chart in c.chart}
+                                   for c in layout.category}
+                continue
             found["text"].setdefault(tag, []).extend(
                 (e.step, e.tensor_proto.string_val[0].decode()) for e in acc.Tensors(tag) if e.tensor_proto.string_val)
         for tag in tags.get("images", []):

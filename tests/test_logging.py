@@ -66,6 +66,12 @@ def test_logged_train_values_belong_to_the_step_they_are_drawn_at(cadence_run):
     assert sorted(step for step, _ in scalars["train/tokens_per_sec"]) == [9, 19, 29]
 
 
+def test_custom_scalars_put_train_and_val_loss_on_one_chart(cadence_run):
+    _, run_dir = cadence_run
+    layout = read_events(run_dir)["layout"]
+    assert layout["imitation"]["loss (train, val)"] == [r"^train/loss$", r"^val/loss$"]
+
+
 def test_summary_is_refreshed_at_each_validation(cadence_run):
     cwd, run_dir = cadence_run
     seen = json.loads((cwd / "seen.json").read_text())  # summary.json read at the start of epochs 2 and 3

@@ -18,7 +18,9 @@ def sweep_dir_of(cwd):
 
 
 def test_a_2x2_sweep_names_each_job_by_what_varies_and_prints_a_table(tmp_path):
-    result = run_mimicry(tmp_path, "train", "-m", *ONE_EPOCH, "model.n_embd=16,32", "seed=0,1")
+    # two jobs at a time (Hydra's joblib launcher): its workers must name folders as this process does
+    result = run_mimicry(tmp_path, "train", "-m", "hydra/launcher=parallel", *ONE_EPOCH, "model.n_embd=16,32",
+                         "seed=0,1")
     runs = run_dirs(tmp_path)
     assert [r.name for r in runs] == ["0_model.n_embd=16,seed=0", "1_model.n_embd=16,seed=1",
                                       "2_model.n_embd=32,seed=0", "3_model.n_embd=32,seed=1"]
@@ -86,3 +88,27 @@ def test_ddp_on_two_cpu_processes_inside_a_sweep(tmp_path):
     for run in runs:
         record = summary(run)
         assert record["status"] == "completed" and record["steps"] < 5  # 5 batches split over 2 ranks
+
+
+def test_a_slurm_job_shape_becomes_the_trainers_nodes_and_devices():
+    from omegaconf import OmegaConf
+
+    from mimicry.train import launcher_shape
+
+    hydra_cfg = OmegaConf.create({
+        "launcher": {"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
+                     "nodes": 2, "gpus_per_node": 4},
+        "overrides": {"task": ["task=lm"]}})
+    cfg = OmegaConf.create({"trainer": {"num_nodes": 1, "devices": 1}})
+    launcher_shape(cfg, hydra_cfg)
+    assert (cfg.trainer.num_nodes, cfg.trainer.devices) == (2, 4)
+    chosen = OmegaConf.create({"trainer": {"num_nodes": 1, "devices": 1}})
+    hydra_cfg.overrides.task.append("trainer.devices=1")  # the command line wins
+    launcher_shape(chosen, hydra_cfg)
+    assert (chosen.trainer.num_nodes, chosen.trainer.devices) == (2, 1)
+
+
+def test_the_cluster_and_parallel_presets_compose(tmp_path):
+    for launcher, needle in (("slurm", "SlurmLauncher"), ("parallel", "JoblibLauncher")):
+        shown = run_mimicry(tmp_path, "train", f"hydra/launcher={launcher}", "task=lm", "--cfg", "hydra").stdout
+        assert needle in shown

@@ -26,6 +26,17 @@ class ImitationTask(pl.LightningModule):
     #: what throughput counts: "samples" (images, episodes) or "tokens"
     throughput_unit = "samples"
 
+    #: TensorBoard's Custom Scalars tab: related curves on one chart ({category: {chart: [regexes]}});
+    #: tasks add their own with ``charts = {**ImitationTask.charts, ...}``
+    charts: dict[str, dict[str, list[str]]] = {
+        "imitation": {
+            "loss (train, val)": [r"^train/loss$", r"^val/loss$"],
+            "learning rate": [r"^lr-"],
+            "gradient norm": [r"grad_norm$"],
+            "throughput": [r"^train/.*_per_sec$"],
+        },
+    }
+
     def __init__(self, model: dict, loss: dict, optim: dict, data_spec: dict, sample_every_n_steps: int = 200):
         super().__init__()
         self.save_hyperparameters(logger=False)  # the logger gets the whole flattened config instead
@@ -69,6 +80,12 @@ class ImitationTask(pl.LightningModule):
         if self.is_logging_step():
             params = [p for group in optimizer.param_groups for p in group["params"]]
             self.log("train/grad_norm", gradient_norm(params), on_step=True)
+
+    def on_fit_start(self) -> None:
+        writer = self.tensorboard()
+        if writer is not None and self.trainer.is_global_zero:
+            writer.add_custom_scalars({category: {title: ["Multiline", tags] for title, tags in charts.items()}
+                                       for category, charts in self.charts.items()})
 
     def tensorboard(self) -> SummaryWriter | None:
         """The run's TensorBoard writer, for images and text; None without a TensorBoard logger."""
