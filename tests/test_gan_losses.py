@@ -132,3 +132,15 @@ def test_regularizer_sums_the_declared_penalties():
     both = Hinge(gp_weight=1.0, r1_gamma=2.0)
     assert both.penalties == ("gp", "r1")
     assert both.regularizer(linear_critic(weight), real, fake).item() == pytest.approx(4.0 + 9.0)
+
+
+@pytest.mark.parametrize("loss", [NonSaturating(), Minimax(), Hinge(), Wasserstein(), LeastSquares()],
+                         ids=["ns", "minimax", "hinge", "wgan_gp", "lsgan"])
+def test_a_swapped_real_fake_label_would_be_caught(loss):
+    # A discriminator that is right (reals high, fakes low) must score a lower D loss than one that
+    # has the labels the wrong way round; a generator whose fakes D calls real must score a lower G loss.
+    high, low = torch.tensor([0.9, 0.7, 0.8]), torch.tensor([-0.3, -0.6, -0.1])  # either side of every boundary
+    assert loss.discriminator(high, low).item() < loss.discriminator(low, high).item() - 0.1
+    assert loss.generator(high).item() < loss.generator(low).item() - 0.1
+    # D's accuracy agrees: all right one way round, all wrong the other.
+    assert loss.d_accuracy(high, low).item() == 1.0 and loss.d_accuracy(low, high).item() == 0.0

@@ -2,7 +2,8 @@
 
 The generator upsamples twice (x4 in all) from a (size/4)x(size/4) seed, so any image size that
 is a multiple of 4 between 16 and 32 works: 16, 20, 24, 28, 32. Class-conditional when
-num_classes > 0: G sees a label embedding concatenated to z; D is a projection discriminator
+num_classes > 0: every BatchNorm of G has a gain and bias per class (z stays G's only input, so
+it still decides the stroke, slant and shape within a class); D is a projection discriminator
 (Miyato & Koyama 2018): logit = head(h) + <embed(y), h>.
 """
 
@@ -13,6 +14,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from mimicry.errors import MimicryError
+from mimicry.models.conditional_norm import LabelledSequential, batch_norm, check_labels
 
 IMAGE_SIZES = (16, 20, 24, 28, 32)
 DISCRIMINATOR_NORMS = ("spectral", "none", "batch")
@@ -32,27 +34,28 @@ def check_norm(norm: str) -> None:
 
 
 class DCGANGenerator(nn.Module):
-    """z (+ label embedding) -> Linear -> 2x [ConvTranspose 4/2/1 + BatchNorm + ReLU] -> Conv3x3 -> Tanh."""
+    """z -> Linear -> 2x [ConvTranspose 4/2/1 + BatchNorm + ReLU] -> Conv3x3 -> Tanh.
+
+    Conditional: the three BatchNorms are class-conditional (per-class gain and bias).
+    """
 
     def __init__(self, latent_dim: int, channels: int, image_size: int, width: int, num_classes: int = 0):
         super().__init__()
         check_image_size(image_size)
         self.latent_dim, self.num_classes = latent_dim, num_classes
         self.seed_size = image_size // 4
-        self.label_embedding = nn.Embedding(num_classes, latent_dim) if num_classes > 0 else None
-        in_dim = latent_dim * (2 if num_classes > 0 else 1)
-        self.project = nn.Sequential(
-            nn.Linear(in_dim, 4 * width * self.seed_size**2, bias=False),
+        self.project = LabelledSequential(
+            nn.Linear(latent_dim, 4 * width * self.seed_size**2, bias=False),
             nn.Unflatten(1, (4 * width, self.seed_size, self.seed_size)),
-            nn.BatchNorm2d(4 * width),
+            batch_norm(4 * width, num_classes),
             nn.ReLU(inplace=True),
         )
-        self.upsample = nn.Sequential(
+        self.upsample = LabelledSequential(
             nn.ConvTranspose2d(4 * width, 2 * width, 4, 2, 1, bias=False),  # size/4 -> size/2
-            nn.BatchNorm2d(2 * width),
+            batch_norm(2 * width, num_classes),
             nn.ReLU(inplace=True),
             nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False),  # size/2 -> size
-            nn.BatchNorm2d(width),
+            batch_norm(width, num_classes),
             nn.ReLU(inplace=True),
             nn.Conv2d(width, channels, 3, 1, 1),
             nn.Tanh(),  # images live in [-1, 1]
@@ -60,7 +63,8 @@ class DCGANGenerator(nn.Module):
         self.apply(_dcgan_init)
 
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
-        return self.upsample(self.project(concat_label_embedding(z, labels, self.label_embedding)))
+        check_labels(labels, self.num_classes)
+        return self.upsample(self.project(z, labels), labels)
 
 
 class DCGANDiscriminator(nn.Module):
@@ -101,15 +105,6 @@ class DCGANDiscriminator(nn.Module):
         return logits + label_projection(features, labels, self.label_embedding)
 
 
-def concat_label_embedding(z: Tensor, labels: Tensor | None, embedding: nn.Module | None) -> Tensor:
-    """Conditional generator input: [z, embed(y)]; z alone when the generator is unconditional."""
-    if embedding is None:
-        return z
-    if labels is None:
-        raise MimicryError("this generator is class-conditional: pass labels (task.conditional=true needs labelled data)")
-    return torch.cat([z, embedding(labels)], dim=1)
-
-
 def label_projection(features: Tensor, labels: Tensor | None, embedding: nn.Module | None) -> Tensor:
     """Projection discriminator's class term <embed(y), features>; zero when unconditional."""
     if embedding is None:
@@ -127,12 +122,13 @@ def apply_spectral_norm(network: nn.Module) -> None:
 
 
 def _dcgan_init(module: nn.Module) -> None:
-    # DCGAN paper: weights from N(0, 0.02); BatchNorm scale from N(1, 0.02). Label embeddings keep
-    # N(0, 1) so the label is as loud as z.
+    # DCGAN paper: weights from N(0, 0.02); BatchNorm scale from N(1, 0.02). The projection
+    # discriminator's class embeddings keep N(0, 1) (spectral norm rescales them); the
+    # class-conditional BatchNorm sets its own gains (1) and biases (0).
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
         nn.init.normal_(module.weight, 0.0, 0.02)
         if getattr(module, "bias", None) is not None:
             nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.BatchNorm2d):
+    elif isinstance(module, nn.BatchNorm2d) and module.affine:
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)

@@ -8,7 +8,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from mimicry.errors import MimicryError
-from mimicry.models.dcgan import apply_spectral_norm, check_norm, concat_label_embedding, label_projection
+from mimicry.models.conditional_norm import LabelledSequential, batch_norm, check_labels
+from mimicry.models.dcgan import apply_spectral_norm, check_norm, label_projection
 
 
 def _check_size(image_size: int) -> None:
@@ -17,20 +18,18 @@ def _check_size(image_size: int) -> None:
 
 
 class MLPGenerator(nn.Module):
-    """z (+ label embedding) -> 2 hidden layers (BatchNorm + ReLU) -> pixels -> Tanh."""
+    """z -> 2 hidden layers (BatchNorm + ReLU) -> pixels -> Tanh; conditional: per-class BatchNorm gain and bias."""
 
     def __init__(self, latent_dim: int, channels: int, image_size: int, width: int, num_classes: int = 0):
         super().__init__()
         _check_size(image_size)
         self.latent_dim, self.num_classes = latent_dim, num_classes
-        self.label_embedding = nn.Embedding(num_classes, latent_dim) if num_classes > 0 else None
-        in_dim = latent_dim * (2 if num_classes > 0 else 1)
-        self.net = nn.Sequential(
-            nn.Linear(in_dim, width),
-            nn.BatchNorm1d(width),
+        self.net = LabelledSequential(
+            nn.Linear(latent_dim, width),
+            batch_norm(width, num_classes, dims=1),
             nn.ReLU(inplace=True),
             nn.Linear(width, 2 * width),
-            nn.BatchNorm1d(2 * width),
+            batch_norm(2 * width, num_classes, dims=1),
             nn.ReLU(inplace=True),
             nn.Linear(2 * width, channels * image_size**2),
             nn.Tanh(),  # images live in [-1, 1]
@@ -38,7 +37,8 @@ class MLPGenerator(nn.Module):
         )
 
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
-        return self.net(concat_label_embedding(z, labels, self.label_embedding))
+        check_labels(labels, self.num_classes)
+        return self.net(z, labels)
 
 
 class MLPDiscriminator(nn.Module):
