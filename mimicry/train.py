@@ -149,9 +149,12 @@ def fit(cfg: DictConfig, run_dir: Path, choices: dict[str, str], record: RunReco
         spec = saved_data_spec(cfg.init_from)
         if spec.get("kind") == "text":
             data_options["tokenizer_state"] = spec["tokenizer"]
-    datamodule = instantiate(cfg.data, **data_options)
-    datamodule.setup("fit")
-    task = build_task(cfg, datamodule.spec())
+    # A task that makes its own data (an RL task's rollouts) runs with `data: null` and its own
+    # train_dataloader; every other task gets its datamodule here.
+    datamodule = instantiate(cfg.data, **data_options) if cfg.get("data") is not None else None
+    if datamodule is not None:
+        datamodule.setup("fit")
+    task = build_task(cfg, datamodule.spec() if datamodule is not None else {})
     if fine_tune:
         log.info(f"initialised weights from {load_weights_into(task, cfg.init_from)}")
 

@@ -40,3 +40,15 @@ def test_optimizer_decays_matrices_only_and_follows_the_schedule():
         optimizer.step()
         scheduler.step()
     assert lrs[0] == pytest.approx(1 / 3) and lrs[2] == pytest.approx(1.0) and lrs[12] == pytest.approx(0.1)
+
+
+def test_an_unknown_run_length_keeps_the_rate_flat_instead_of_guessing_a_decay():
+    model = torch.nn.Linear(2, 2)
+    built = build_optimizer(model.parameters(), {"lr": 1.0, "min_lr": 0.1, "warmup_steps": 2}, total_steps=math.inf)
+    optimizer, scheduler = built["optimizer"], built["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(50_000 // 1000):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        for _ in range(1000):
+            scheduler.step()
+    assert lrs[0] == pytest.approx(1 / 3) and all(lr == pytest.approx(1.0) for lr in lrs[1:])

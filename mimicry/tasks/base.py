@@ -5,6 +5,7 @@ hooks for samples. A task adds only its own imitation: the reference, the predic
 # BASE READY: the shared task base; see mimicry/tasks/lm.py for the pattern a task follows.
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from torch.utils.tensorboard import SummaryWriter
+
+log = logging.getLogger("mimicry")
 
 
 class ImitationTask(pl.LightningModule):
@@ -139,14 +142,17 @@ def build_optimizer(parameters, optim: dict, total_steps: int | float) -> dict:
     optimizer = torch.optim.AdamW(groups, lr=optim["lr"], betas=tuple(optim.get("betas", (0.9, 0.999))))
     decay_steps = optim.get("decay_steps")
     if not decay_steps:  # decay over the whole run unless told otherwise
-        decay_steps = int(total_steps) if math.isfinite(total_steps) else 10_000
+        if not math.isfinite(total_steps):  # an endless stream (e.g. rollouts) and no max_steps
+            log.info("the number of training steps is unknown (set trainer.max_steps or optim.decay_steps "
+                     "to decay the learning rate); the learning rate stays flat after the warmup")
+        decay_steps = int(total_steps) if math.isfinite(total_steps) else math.inf
     min_ratio = optim.get("min_lr", optim["lr"]) / optim["lr"] if optim["lr"] > 0 else 1.0
     schedule = warmup_cosine(optim.get("warmup_steps", 0), decay_steps, min_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-def warmup_cosine(warmup_steps: int, decay_steps: int, min_ratio: float):
+def warmup_cosine(warmup_steps: int, decay_steps: int | float, min_ratio: float):
     """Multiplier of the base lr at a step: linear warmup, cosine down to ``min_ratio``, then flat."""
 
     def multiplier(step: int) -> float:
