@@ -112,6 +112,8 @@ def read_run(path: Path) -> Run:
             notes.append("summary.json unreadable")
     else:
         notes.append("no summary.json")
+    if summary.get("error"):  # a failed run says why: its last line, e.g. AssertionError('...')
+        notes.append(textwrap.shorten(str(summary["error"]).strip().splitlines()[-1], 80, placeholder=" …"))
     hydra_dir = path / ".hydra"
     overrides = _load_yaml(hydra_dir / "overrides.yaml") if (hydra_dir / "overrides.yaml").is_file() else None
     if overrides is None:

@@ -189,3 +189,15 @@ def test_metric_only_in_summary_json(tmp_path, capsys):
     code, out, _ = compare(capsys, str(run), "--metric", "test/loss", "--format", "csv")
     (row,) = csv_rows(out)
     assert code == 0 and row["test/loss final"] == "nan" and row["test/loss best"] == "nan"
+
+
+def test_a_failed_run_shows_why(tmp_path, capsys):
+    run = write_run(tmp_path / "a", ["model.n_head=3"], {}, status="failed")
+    summary = json.loads((run / "summary.json").read_text())
+    error = "InstantiationException: Error in call to target 'GPT':\nAssertionError('n_embd must be divisible by n_head')"
+    (run / "summary.json").write_text(json.dumps({**summary, "error": error}))
+    write_run(tmp_path / "b", ["model.n_head=2"], {"val/loss": loss_curve(1.0)})
+    code, out, _ = compare(capsys, str(tmp_path), "--format", "csv")
+    failed, fine = csv_rows(out)
+    assert code == 0 and failed["status"] == "failed; AssertionError('n_embd must be divisible by n_head')"
+    assert failed["val/loss final"] == "" and float(fine["val/loss final"]) == pytest.approx(1.0)
