@@ -1,0 +1,131 @@
+"""The environments of the `rl` task, in one place: gymnasium makers, vectorized and seeded.
+
+Every environment here gives flat float32 observations (a discrete state becomes a one-hot, a
+MiniGrid view is flattened) so that one MLP fits them all. Vector envs run with gymnasium 1.x's
+``SAME_STEP`` autoreset: when an episode ends, ``step`` already returns the next episode's first
+observation and ``info["final_obs"]`` holds the true last one, which a truncated episode needs to
+bootstrap its value from.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+from mimicry.errors import MimicryError
+
+
+class OneHotObservation(gym.ObservationWrapper):
+    """A discrete state (FrozenLake's cell index) as a one-hot float vector."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.n = int(env.observation_space.n)
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (self.n,), np.float32)
+
+    def observation(self, observation: int) -> np.ndarray:
+        one_hot = np.zeros(self.n, np.float32)
+        one_hot[int(observation)] = 1.0
+        return one_hot
+
+
+class FloatObservation(gym.ObservationWrapper):
+    """Observations as flat float32 vectors (what the networks take)."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        size = int(np.prod(env.observation_space.shape))
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (size,), np.float32)
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        return np.asarray(observation, np.float32).reshape(-1)
+
+
+def _gym(env_id: str, **kwargs) -> Callable[[], gym.Env]:
+    return lambda: FloatObservation(gym.make(env_id, **kwargs))
+
+
+def _frozen_lake() -> gym.Env:
+    # deterministic 4x4 lake: the reward (1) comes only on reaching the goal
+    return OneHotObservation(gym.make("FrozenLake-v1", map_name="4x4", is_slippery=False, max_episode_steps=100))
+
+
+def _door_key() -> gym.Env:
+    import minigrid  # noqa: F401  (registers the MiniGrid environments)
+    from minigrid.wrappers import ImgObsWrapper
+
+    # the egocentric 7x7x3 symbolic view, flattened; the only reward comes on reaching the goal
+    return FloatObservation(ImgObsWrapper(gym.make("MiniGrid-DoorKey-5x5-v0")))
+
+
+#: name → maker of one (unwrapped-vector) environment
+ENVIRONMENTS: dict[str, Callable[[], gym.Env]] = {
+    "cartpole": _gym("CartPole-v1"),
+    "acrobot": _gym("Acrobot-v1"),
+    "mountain_car": _gym("MountainCar-v0"),
+    "mountain_car_continuous": _gym("MountainCarContinuous-v0"),
+    "pendulum": _gym("Pendulum-v1"),
+    "frozen_lake": _frozen_lake,
+    "door_key": _door_key,
+}
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """What a network needs to know of an environment."""
+    name: str
+    obs_dim: int
+    n_actions: int | None  # None: continuous actions
+    max_episode_steps: int | None
+
+    @property
+    def discrete(self) -> bool:
+        return self.n_actions is not None
+
+
+def check_env_name(name: str) -> None:
+    if name not in ENVIRONMENTS:
+        raise MimicryError(f"unknown environment {name!r}; known: {', '.join(sorted(ENVIRONMENTS))} "
+                           f"(e.g. env=cartpole)")
+
+
+def make_env(name: str) -> gym.Env:
+    """One environment by name (unknown name → MimicryError listing the known ones)."""
+    check_env_name(name)
+    try:
+        return ENVIRONMENTS[name]()
+    except ImportError as error:
+        raise MimicryError(f"env={name} needs a package that is not installed ({error.name}); "
+                           f"install it with: pip install {error.name}") from None
+
+
+def env_spec(name: str) -> EnvSpec:
+    env = make_env(name)
+    try:
+        space = env.action_space
+        n_actions = int(space.n) if isinstance(space, gym.spaces.Discrete) else None
+        return EnvSpec(name, int(env.observation_space.shape[0]), n_actions,
+                       env.spec.max_episode_steps if env.spec is not None else None)
+    finally:
+        env.close()
+
+
+def require_discrete(spec: EnvSpec, algo: str) -> None:
+    """The algorithms here pick one of N actions; a continuous-action environment is refused before work starts."""
+    if not spec.discrete:
+        discrete = ", ".join(n for n in sorted(ENVIRONMENTS) if n not in ("mountain_car_continuous", "pendulum"))
+        raise MimicryError(f"env={spec.name} has continuous actions, but algo={algo} handles discrete actions only; "
+                           f"choose a discrete environment: {discrete}")
+
+
+def make_vector_env(name: str, num_envs: int, seed: int) -> tuple[SyncVectorEnv, np.ndarray]:
+    """``num_envs`` copies in one process, reset with seeds seed, seed+1, ...; returns (envs, first observations)."""
+    check_env_name(name)
+    make_env(name).close()  # a missing package fails here, with its message
+    envs = SyncVectorEnv([ENVIRONMENTS[name] for _ in range(num_envs)], autoreset_mode=AutoresetMode.SAME_STEP)
+    envs.action_space.seed(seed)
+    observations, _ = envs.reset(seed=seed)
+    return envs, observations

@@ -1,0 +1,86 @@
+"""Episode datasets: recorded play that offline algorithms (behaviour cloning) learn from.
+
+The file is a NumPy ``.npz`` with the steps of all episodes, one after another:
+
+  env            ()            the environment name (``env=...``), e.g. "cartpole"
+  observations   (S, obs_dim)  float32, the observation each action was taken in
+  actions        (S,)          int64
+  rewards        (S,)          float32, the reward that followed the action
+  terminations   (S,)          bool, the episode really ended after this step
+  truncations    (S,)          bool, a time limit cut it after this step
+  episode_lengths (E,)         int64, steps per episode (they sum to S)
+
+Written by ``mimicry sample RUN_DIR episodes=1000 record=PATH`` and read by ``algo=bc``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mimicry.errors import MimicryError
+
+FIELDS = ("observations", "actions", "rewards", "terminations", "truncations", "episode_lengths")
+
+
+@dataclass
+class Episodes:
+    env: str
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminations: np.ndarray
+    truncations: np.ndarray
+    episode_lengths: np.ndarray
+
+    def returns(self) -> np.ndarray:
+        """Undiscounted return of each episode."""
+        ends = np.cumsum(self.episode_lengths)
+        return np.add.reduceat(self.rewards, ends - self.episode_lengths) if len(ends) else np.zeros(0)
+
+    def episode_of_step(self) -> np.ndarray:
+        return np.repeat(np.arange(len(self.episode_lengths)), self.episode_lengths)
+
+
+def save_episodes(path: Path, env: str, played: dict) -> Path:
+    """Write what ``run_episodes(..., record=True)`` returned."""
+    path = path if path.suffix == ".npz" else path.with_suffix(".npz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, env=np.asarray(env),
+                        observations=np.asarray(played["observations"], np.float32),
+                        actions=np.asarray(played["actions"], np.int64),
+                        rewards=np.asarray(played["rewards"], np.float32),
+                        terminations=np.asarray(played["terminations"], bool),
+                        truncations=np.asarray(played["truncations"], bool),
+                        episode_lengths=np.asarray(played["lengths"], np.int64))
+    return path
+
+
+def load_episodes(path: str | Path, env: str | None = None, obs_dim: int | None = None) -> Episodes:
+    """Read and check an episode dataset; with ``env``/``obs_dim``, it must be from that environment."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise MimicryError(f"episode dataset not found: {path}; record one with "
+                           f"`mimicry sample RUN_DIR episodes=1000 record={path}`")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in ("env", *FIELDS) if k not in data]
+            if missing:
+                raise MimicryError(f"{path} is not an episode dataset (missing {', '.join(missing)})")
+            episodes = Episodes(str(data["env"]), *(data[k] for k in FIELDS))
+    except (OSError, ValueError) as error:
+        raise MimicryError(f"cannot read episode dataset {path}: {error}") from None
+    if len(episodes.episode_lengths) == 0 or len(episodes.actions) == 0:
+        raise MimicryError(f"{path} holds no episodes; record some with `mimicry sample RUN_DIR episodes=1000 record=...`")
+    if int(episodes.episode_lengths.sum()) != len(episodes.actions) or \
+            not all(len(getattr(episodes, k)) == len(episodes.actions) for k in FIELDS[:-1]):
+        raise MimicryError(f"{path}: the arrays' lengths disagree (episode_lengths sum to "
+                           f"{int(episodes.episode_lengths.sum())}, {len(episodes.actions)} actions); the file is damaged")
+    if env is not None and episodes.env != env:
+        raise MimicryError(f"{path} was recorded in env={episodes.env}, but this run uses env={env}; "
+                           f"record a dataset in env={env} or choose env={episodes.env}")
+    if obs_dim is not None and episodes.observations.shape[1:] != (obs_dim,):
+        raise MimicryError(f"{path}: observations of shape {episodes.observations.shape[1:]}, but env={env} gives "
+                           f"({obs_dim},); the dataset is from a different environment")
+    return episodes

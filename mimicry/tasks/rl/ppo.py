@@ -1,0 +1,137 @@
+"""PPO: a critic that predicts later reward gives every action a reward of its own.
+
+Reference: the critic imitates the returns; the advantage (how much better an action did than the
+critic predicted, by GAE) is the per-action "fake reward" the policy climbs, inside a trust region
+(the clipped ratio). Read top to bottom: act → advantages → minibatch updates.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Iterator
+
+import torch
+from hydra.utils import instantiate
+from torch.distributions import Categorical
+
+from mimicry.data.rollouts import VectorRollout, gae
+from mimicry.errors import MimicryError
+from mimicry.tasks.rl.base import ReinforcementTask
+
+
+class PPO(ReinforcementTask):
+    algo_name = "ppo"
+
+    def __init__(self, model: dict, loss: dict, optim: dict, data_spec: dict, algo: dict, env: str = "cartpole",
+                 seed: int = 0, total_env_steps: int = 100_000, eval_every_env_steps: int = 5_000,
+                 eval_episodes: int = 10, eval_seed: int = 10_000, stop_at_return: float | None = None,
+                 torch_threads: int | None = 1, sample_every_n_steps: int = 0):
+        super().__init__(model, loss, optim, data_spec, algo, env, seed, total_env_steps, eval_every_env_steps,
+                         eval_episodes, eval_seed, stop_at_return, torch_threads, sample_every_n_steps)
+        for key in ("num_envs", "n_steps", "batch_size", "update_epochs"):
+            if not isinstance(algo[key], int) or algo[key] < 1:
+                raise MimicryError(f"algo.{key}={algo[key]!r}: must be a whole number ≥ 1")
+        if algo["batch_size"] > algo["num_envs"] * algo["n_steps"]:
+            raise MimicryError(f"algo.batch_size={algo['batch_size']} is larger than a rollout "
+                               f"(num_envs × n_steps = {algo['num_envs'] * algo['n_steps']}); lower it or raise n_steps")
+        self.model = instantiate(model, obs_dim=self.spec.obs_dim, n_actions=self.spec.n_actions)
+        self.rollout: VectorRollout | None = None  # started on the first batch, so that `mimicry sample` runs no env
+        self._clock: tuple[float, int] | None = None
+
+    # ---- acting ------------------------------------------------------------------------------
+    def policy_step(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits, value = self.model(obs.to(self.device))
+        dist = Categorical(logits=logits)
+        action = dist.sample()
+        return {"action": action.cpu(), "logprob": dist.log_prob(action).cpu(), "value": value.cpu()}
+
+    def act(self, obs: torch.Tensor, greedy: bool) -> torch.Tensor:
+        logits = self.model.logits(obs)
+        return logits.argmax(-1) if greedy else Categorical(logits=logits).sample()
+
+    def collect(self) -> dict[str, torch.Tensor]:
+        """One rollout with the current policy, turned into a reference: advantages and returns."""
+        a = self.algo
+        if self.rollout is None:
+            self.rollout = VectorRollout(self.spec.name, a["num_envs"], self.hparams.seed + self.env_steps)
+        data = self.rollout.collect(self.policy_step, a["n_steps"])   # (T, N, ...)
+        with torch.no_grad():
+            next_values = self.model.value(data["next_obs"].to(self.device)).cpu()
+        advantages, returns = gae(data["reward"], data["value"], next_values, data["terminated"], data["truncated"],
+                                  a["gamma"], a["gae_lambda"])
+        self.env_steps += a["num_envs"] * a["n_steps"]
+
+        # what the logs show of this rollout
+        self.episode_stats(*self.rollout.pop_episodes())
+        variance = returns.var()
+        self.rollout_stats["rollout/explained_variance"] = float(1 - (returns - data["value"]).var() / variance) \
+            if variance > 0 else 0.0
+        now = time.perf_counter()
+        if self._clock is not None:  # acting and learning together, since the previous rollout
+            self.rollout_stats["rollout/env_steps_per_sec"] = (self.env_steps - self._clock[1]) / (now - self._clock[0])
+        self._clock = (now, self.env_steps)
+
+        flat = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731  (T, N, ...) → (T·N, ...)
+        return {"obs": flat(data["obs"]), "action": flat(data["action"]), "logprob": flat(data["logprob"]),
+                "value": flat(data["value"]), "advantage": flat(advantages), "return": flat(returns)}
+
+    def batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        a = self.algo
+        end = self.epoch_end_env_steps()
+        while self.env_steps < end:
+            rollout = self.collect()
+            size = len(rollout["obs"])
+            for _ in range(a["update_epochs"]):
+                order = torch.randperm(size)
+                for start in range(0, size, a["batch_size"]):
+                    index = order[start:start + a["batch_size"]]
+                    yield {k: v[index] for k, v in rollout.items()}
+        self._clock = None  # evaluation time does not count against env steps/s
+
+    # ---- learning ----------------------------------------------------------------------------
+    def clip_range(self) -> float:
+        a = self.algo
+        if not a["clip_anneal"]:
+            return a["clip_range"]
+        return a["clip_range"] * max(0.0, 1.0 - self.env_steps / self.hparams.total_env_steps)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        a = self.algo
+        logits, values = self.model(batch["obs"])
+        dist = Categorical(logits=logits)
+        logprob = dist.log_prob(batch["action"])
+        entropy = dist.entropy().mean()
+
+        # the policy: climb the advantage (each action's own reward), within the clipped ratio
+        advantage = batch["advantage"]
+        if a["normalize_advantage"] and len(advantage) > 1:
+            advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
+        log_ratio = logprob - batch["logprob"]
+        ratio = log_ratio.exp()
+        clip = self.clip_range()
+        policy_loss = -torch.min(ratio * advantage, ratio.clamp(1 - clip, 1 + clip) * advantage).mean()
+
+        # the critic imitates the returns
+        value_loss = self.imitate(values, batch["return"], name="value_loss")
+        loss = policy_loss + a["vf_coef"] * value_loss - a["ent_coef"] * entropy
+
+        if self.is_logging_step():
+            with torch.no_grad():
+                approx_kl = ((ratio - 1) - log_ratio).mean()  # Schulman's k3 estimator of KL(old ‖ new)
+                clip_fraction = ((ratio - 1).abs() > clip).float().mean()
+            n = len(advantage)
+            for name, value in (("train/loss", loss), ("train/policy_loss", policy_loss), ("train/entropy", entropy),
+                                ("train/approx_kl", approx_kl), ("train/clip_fraction", clip_fraction),
+                                ("train/clip_range", clip)):
+                self.log(name, value, on_step=True, on_epoch=False, batch_size=n)
+            self.log_rollout(n)
+        return loss
+
+    def planned_updates(self) -> int:
+        a = self.algo
+        rollout = a["num_envs"] * a["n_steps"]
+        return math.ceil(self.hparams.total_env_steps / rollout) * a["update_epochs"] * math.ceil(rollout / a["batch_size"])
+
+    def on_train_end(self) -> None:
+        if self.rollout is not None:
+            self.rollout.close()
