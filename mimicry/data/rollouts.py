@@ -52,6 +52,14 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, next_values: torch.Tensor, 
     return advantages, advantages + values
 
 
+def top_episodes(returns: np.ndarray | list[float], keep_fraction: float) -> np.ndarray:
+    """Indices of the best ``ceil(keep_fraction · n)`` episodes by return (at least one), best first;
+    ties keep the earlier episode."""
+    returns = np.asarray(returns, np.float64)
+    keep = max(1, int(np.ceil(keep_fraction * len(returns) - 1e-9)))
+    return np.argsort(-returns, kind="stable")[:keep]
+
+
 def returns_to_go(rewards: np.ndarray, episode_lengths: np.ndarray, gamma: float = 1.0) -> np.ndarray:
     """Discounted sum of the rewards from each step to the end of its episode, for a flat array of
     consecutive episodes (the Decision Transformer's R̂ and filtered BC's episode returns)."""
@@ -79,6 +87,11 @@ class VectorRollout:
         self.episode_lengths: list[int] = []
         self.env_steps = 0
         self.seconds = 0.0  # time spent stepping (policy + env), for env steps/s
+        self.unfinished = [self._empty_episode() for _ in range(num_envs)]  # for collect_episodes
+
+    @staticmethod
+    def _empty_episode() -> dict[str, list]:
+        return {"obs": [], "action": [], "reward": []}
 
     def step(self, action: np.ndarray) -> dict[str, np.ndarray]:
         """One step of every env; returns the transition with the true next observation."""
@@ -114,6 +127,27 @@ class VectorRollout:
             steps.append({**{k: torch.as_tensor(v) for k, v in transition.items()},
                           **{k: v for k, v in out.items() if k != "action"}})
         return {k: torch.stack([s[k] for s in steps]) for k in steps[0]}
+
+    def collect_episodes(self, act: Callable[[torch.Tensor], torch.Tensor], episodes: int) -> list[dict[str, np.ndarray]]:
+        """Step until ``episodes`` whole episodes have finished; each as {"obs", "action", "reward",
+        "return"}. Episodes still running carry over to the next call."""
+        finished: list[dict[str, np.ndarray]] = []
+        while len(finished) < episodes:
+            started = time.perf_counter()
+            with torch.no_grad():
+                action = act(torch.as_tensor(self.obs)).numpy()
+            self.seconds += time.perf_counter() - started
+            transition = self.step(action)
+            for i in range(self.num_envs):
+                episode = self.unfinished[i]
+                for key in ("obs", "action", "reward"):
+                    episode[key].append(transition[key][i])
+                if transition["terminated"][i] or transition["truncated"][i]:
+                    done = {k: np.asarray(v) for k, v in episode.items()}
+                    done["return"] = float(done["reward"].sum())
+                    finished.append(done)
+                    self.unfinished[i] = self._empty_episode()
+        return finished
 
     def pop_episodes(self) -> tuple[list[float], list[int]]:
         """Returns and lengths of the episodes finished since the last call."""

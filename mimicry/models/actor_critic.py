@@ -52,3 +52,17 @@ class ActorCritic(nn.Module):
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.critic(obs).squeeze(-1)
+
+
+class Policy(nn.Module):
+    """An actor alone: logits over the actions (behaviour cloning and filtered BC need no critic)."""
+
+    def __init__(self, obs_dim: int, n_actions: int, hidden: list[int] = (64, 64), activation: str = "tanh"):
+        super().__init__()
+        self.actor = mlp(obs_dim, list(hidden), n_actions, activation, out_gain=0.01)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.actor(obs)
+
+    def logits(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.actor(obs)

@@ -97,8 +97,12 @@ class ReinforcementTask(ImitationTask):
         self.log("eval/length_mean", float(np.mean(result["lengths"])), batch_size=1)
         self.log("rollout/env_steps", float(self.env_steps), batch_size=1)
 
+    def finished(self) -> bool:
+        """The run's end (an offline algorithm counts updates instead of env steps)."""
+        return self.env_steps >= self.hparams.total_env_steps
+
     def on_train_epoch_end(self) -> None:
-        done = self.env_steps >= self.hparams.total_env_steps
+        done = self.finished()
         target = self.hparams.stop_at_return
         score = self.trainer.callback_metrics.get("eval/return_mean")
         if target is not None and score is not None and float(score) >= target:
