@@ -56,7 +56,7 @@ def test_sample_writes_a_grid_and_an_interpolation_strip(trained_gan, tmp_path):
     out = tmp_path / "samples"
     run_mimicry(tmp_path, "sample", str(trained_gan), "n=20", "truncation=0.7", "seed=3", "label=4",
                 "interpolation_steps=6", f"out={out}", env={"MIMICRY_DATA": str(tmp_path / "nowhere")})
-    grid, strip = out / "samples_seed3_trunc0.7.png", out / "interpolation_seed3_trunc0.7.png"
+    grid, strip = out / "samples_seed3_label4_trunc0.7.png", out / "interpolation_seed3_label4_trunc0.7.png"
     assert grid.is_file() and strip.is_file()
     # 20 images, 10 per row (one per class), 16px + 1px lines, zoomed 3x so digits are visible at 100%
     assert Image.open(grid).size == (3 * (10 * 17 + 1), 3 * (2 * 17 + 1))
@@ -103,14 +103,15 @@ def test_a_diverging_gan_is_stopped_by_the_divergence_guard(tmp_path):
     assert summary(run_dir)["status"] == "diverged"
 
 
-def tiny_task(**options) -> tuple[GenerativeAdversarial, DigitsDataModule]:
+def tiny_task(loss: str = "NonSaturating", optim: dict | None = None, **options) -> tuple[GenerativeAdversarial, DigitsDataModule]:
     data = DigitsDataModule(batch_size=16, limit=32, value_range="signed")
     data.setup()
     model = {"generator": {"_target_": "mimicry.models.mlp_gan.MLPGenerator", "latent_dim": 8, "width": 16},
              "discriminator": {"_target_": "mimicry.models.mlp_gan.MLPDiscriminator", "width": 16, "norm": "none"}}
-    loss = {"_target_": "mimicry.losses.gan_losses.NonSaturating"}
-    optim = {"lr": 2e-4, "d_lr": 2e-4, "betas": None, "weight_decay": 0.0, "warmup_steps": 0}
-    return GenerativeAdversarial(model, loss, optim, data.spec(), **options), data
+    optim = {"lr": 2e-4, "d_lr": 2e-4, "betas": None, "weight_decay": 0.0, "warmup_steps": 0, **(optim or {})}
+    loss_node = {"_target_": f"mimicry.losses.gan_losses.{loss}"}
+    options = {"metrics_every_n_epochs": 0, **options}  # no feature net: these tests look at the networks
+    return GenerativeAdversarial(model, loss_node, optim, data.spec(), **options), data
 
 
 def fit(task, data, max_steps: int) -> pl.Trainer:
@@ -147,3 +148,59 @@ def test_a_drop_in_class_coverage_is_reported(caplog):
         assert not caplog.records
         task._check_coverage({"classes_covered": 3.0, "class_entropy": 0.9})
     assert "class coverage dropped" in caplog.text and "3 classes, down from 10" in caplog.text
+
+
+@torch.no_grad()
+def d_scores(task: GenerativeAdversarial, data: DigitsDataModule, seed: int = 0) -> tuple[float, float]:
+    """Mean raw D score of the training images and of fixed-noise fakes."""
+    real = data.train_images()
+    z = torch.randn(len(real), task.latent_dim, generator=torch.Generator().manual_seed(seed))
+    return task.discriminator(real).mean().item(), task.discriminator(task.generator(z)).mean().item()
+
+
+@pytest.mark.parametrize("loss", ["NonSaturating", "Hinge", "LeastSquares"])
+def test_the_task_teaches_d_real_from_fake(loss):
+    # G all but frozen: D's steps alone must lift its score of real images above that of fakes.
+    # With "real" and "fake" swapped anywhere on D's side (the loss, the order of its arguments
+    # in the task), D would learn the opposite.
+    torch.manual_seed(0)
+    task, data = tiny_task(loss, optim={"lr": 1e-9, "d_lr": 1e-3}, ema_decay=0)
+    real_before, fake_before = d_scores(task, data)
+    fit(task, data, max_steps=20)
+    real_after, fake_after = d_scores(task, data)
+    assert real_after - fake_after > (real_before - fake_before) + 0.5
+
+
+@pytest.mark.parametrize("loss", ["NonSaturating", "Minimax", "Hinge", "LeastSquares"])
+def test_the_task_teaches_g_to_raise_d_of_its_fakes(loss):
+    # D all but frozen: G's steps must raise D's score of its fakes ("imitate real through D").
+    torch.manual_seed(0)
+    task, data = tiny_task(loss, optim={"lr": 1e-3, "d_lr": 1e-9}, ema_decay=0)
+    _, fake_before = d_scores(task, data)
+    fit(task, data, max_steps=20)
+    _, fake_after = d_scores(task, data)
+    assert fake_after > fake_before + 0.1
+
+
+def test_resume_continues_a_gan_run_in_the_same_directory(tmp_path):
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    straight.mkdir(), interrupted.mkdir()
+    fast = [*TINY_GAN, "task.metrics_every_n_epochs=0"]
+    run_mimicry(straight, "train", *fast, "trainer.max_epochs=4")
+    run_mimicry(interrupted, "train", *fast, "trainer.max_epochs=2")  # "killed" after epoch 2
+    (run_dir,) = run_dirs(interrupted)
+    assert summary(run_dir)["steps"] == 8
+
+    run_mimicry(interrupted, "train", f"resume={run_dir}", "trainer.max_epochs=4")
+    assert run_dirs(interrupted) == [run_dir]  # same directory, no new run
+    resumed, reference = summary(run_dir), summary(run_dirs(straight)[0])
+    assert resumed["status"] == "completed" and resumed["steps"] == reference["steps"] == 16
+    # Both networks, both optimizers, the EMA generator and the RNG came back: the same numbers
+    # as the run that was never stopped (up to float noise).
+    for name in ["train/d_loss", "train/g_loss", "val/d_real"]:
+        assert resumed["metrics"][name] == pytest.approx(reference["metrics"][name], rel=1e-4, abs=1e-6), name
+
+    events = read_events(run_dir)
+    steps = sorted(step for step, _ in events["scalars"]["gan/d_real"])
+    assert steps[0] <= 1 and steps == list(range(steps[0], steps[0] + 16))  # one curve over both sessions: no gap, no repeat
+    assert {step for step, _, _ in events["images"]["samples/fakes"]} >= {0, 8, 16}

@@ -5,6 +5,10 @@ Balance is the hard part, so it is made visible: D's verdicts and accuracy, both
 both gradient norms every logging step; the forgery map (the gradient of D's verdict on each
 pixel of a fake: the target G follows) beside the fakes; class coverage from the offline
 feature net when one is available, with a warning when it drops (mode collapse).
+
+Class-conditional (task.conditional=true): fakes are drawn with the real batch's labels; G's
+BatchNorms take a gain and bias per class, D projects the label onto its features (both in
+mimicry/models). `val/within_class_diversity` shows whether each class still varies with z.
 """
 from __future__ import annotations
 
@@ -219,7 +223,8 @@ class GenerativeAdversarial(ImageGeneration):
 
     def sample_name(self, seed: int, label: int | None, options: dict[str, Any]) -> str:
         truncation = options.get("truncation")
-        return f"samples_seed{seed}" + (f"_trunc{float(truncation):g}" if truncation is not None else "")
+        return (f"samples_seed{seed}" + (f"_label{label}" if label is not None else "")
+                + (f"_trunc{float(truncation):g}" if truncation is not None else ""))
 
     def generate_samples(self, out_dir: Path, n: int, seed: int, **options: Any) -> list[Path]:
         """The grid (and/or npz) of ImageGeneration, plus an interpolation strip."""
