@@ -116,7 +116,8 @@ class ImageGeneration(ImitationTask):
         net = load_feature_net(datamodule, **(self.hparams.get("feature_net") or {}))
         if net is None:
             return
-        train = self.as_drawable(to_unit(datamodule.train_images(), datamodule.value_range))
+        keep = max(MEMORIZATION_BANK, self.hparams.metrics_samples)  # bounded work on big datasets
+        train = self.as_drawable(to_unit(datamodule.train_images()[:keep], datamodule.value_range))
         bank = train[:MEMORIZATION_BANK]
         self._helpers.update(
             feature_net=net,
