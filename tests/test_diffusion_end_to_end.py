@@ -42,8 +42,6 @@ def test_run_writes_losses_per_noise_level_grids_and_a_trajectory(trained_diffus
     for tag in ["train/loss", "val/loss", *buckets, "val/fid", "val/classes_covered", "val/fid_floor"]:
         assert tag in scalars, f"{tag} missing from TensorBoard; have {sorted(scalars)}"
     last = {tag: values[-1][1] for tag, values in scalars.items()}
-    # eps-prediction: the noisiest levels are the easy ones for the loss (eps ≈ x_t there)
-    assert last["val/loss_t40-50"] < last["val/loss_t0-10"]
     # val/loss is the mean over equal-sized level buckets (stratified t), up to rounding of the strata
     assert last["val/loss"] == pytest.approx(sum(last[b] for b in buckets) / 5, rel=0.1)
 
