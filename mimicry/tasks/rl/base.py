@@ -10,6 +10,7 @@ reference, yield minibatches), ``training_step`` and ``act``.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -52,6 +53,7 @@ class ReinforcementTask(ImitationTask):
         require_discrete(self.spec, self.algo_name)
         self.env_steps = 0  # environment steps taken so far (saved in checkpoints)
         self.rollout_stats: dict[str, float] = {}  # the latest rollout's numbers, logged at logging steps
+        self._clock: tuple[float, int] | None = None  # (time, env steps) at the previous rollout
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
@@ -126,6 +128,16 @@ class ReinforcementTask(ImitationTask):
             self.rollout_stats["rollout/return_mean"] = float(np.mean(returns))
             self.rollout_stats["rollout/length_mean"] = float(np.mean(lengths))
             self.rollout_stats["rollout/episodes"] = float(len(returns))
+
+    def time_env_steps(self) -> None:
+        """After each rollout: env steps per second of acting and learning together, since the previous one."""
+        now = time.perf_counter()
+        if self._clock is not None and now > self._clock[0]:
+            self.rollout_stats["rollout/env_steps_per_sec"] = (self.env_steps - self._clock[1]) / (now - self._clock[0])
+        self._clock = (now, self.env_steps)
+
+    def stop_clock(self) -> None:
+        self._clock = None  # at an epoch's end: evaluation time does not count against env steps/s
 
     def count_items(self, batch: dict[str, torch.Tensor]) -> int:
         return len(next(iter(batch.values())))

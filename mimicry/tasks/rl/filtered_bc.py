@@ -58,6 +58,7 @@ class FilteredBC(ReinforcementTask):
                                                  a["episodes_per_iteration"])
         self.env_steps += self.rollout.env_steps - before
         self.episode_stats(*self.rollout.pop_episodes())
+        self.time_env_steps()
         return episodes
 
     def keep_best(self, episodes: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
@@ -81,6 +82,7 @@ class FilteredBC(ReinforcementTask):
             kept = self.keep_best(self.attempts())
             for _ in range(self.algo["update_epochs"]):
                 yield from self.minibatches(kept)
+        self.stop_clock()
 
     # ---- the imitation -----------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

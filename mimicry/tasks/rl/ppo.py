@@ -7,7 +7,6 @@ critic predicted, by GAE) is the per-action "fake reward" the policy climbs, ins
 from __future__ import annotations
 
 import math
-import time
 from typing import Iterator
 
 import torch
@@ -36,7 +35,6 @@ class PPO(ReinforcementTask):
                                f"(num_envs × n_steps = {algo['num_envs'] * algo['n_steps']}); lower it or raise n_steps")
         self.model = instantiate(model, obs_dim=self.spec.obs_dim, n_actions=self.spec.n_actions)
         self.rollout: VectorRollout | None = None  # started on the first batch, so that `mimicry sample` runs no env
-        self._clock: tuple[float, int] | None = None
 
     # ---- acting ------------------------------------------------------------------------------
     def policy_step(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -66,10 +64,7 @@ class PPO(ReinforcementTask):
         variance = returns.var()
         self.rollout_stats["rollout/explained_variance"] = float(1 - (returns - data["value"]).var() / variance) \
             if variance > 0 else 0.0
-        now = time.perf_counter()
-        if self._clock is not None:  # acting and learning together, since the previous rollout
-            self.rollout_stats["rollout/env_steps_per_sec"] = (self.env_steps - self._clock[1]) / (now - self._clock[0])
-        self._clock = (now, self.env_steps)
+        self.time_env_steps()
 
         flat = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731  (T, N, ...) → (T·N, ...)
         return {"obs": flat(data["obs"]), "action": flat(data["action"]), "logprob": flat(data["logprob"]),
@@ -86,7 +81,7 @@ class PPO(ReinforcementTask):
                 for start in range(0, size, a["batch_size"]):
                     index = order[start:start + a["batch_size"]]
                     yield {k: v[index] for k, v in rollout.items()}
-        self._clock = None  # evaluation time does not count against env steps/s
+        self.stop_clock()
 
     # ---- learning ----------------------------------------------------------------------------
     def clip_range(self) -> float:

@@ -1,0 +1,121 @@
+"""DQN: a Q-network that predicts later reward gives every action a value of its own.
+
+Reference: the bootstrapped target r + γ·Q_target(s', a') (no bootstrap after a terminal step),
+from transitions replayed out of a buffer; the Q-network imitates it under the Huber loss. The
+policy is ε-greedy on the Q-values. Read top to bottom: act and store → sample → imitate.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from typing import Iterator
+
+import torch
+from hydra.utils import instantiate
+
+from mimicry.data.replay import ReplayBuffer
+from mimicry.data.rollouts import VectorRollout
+from mimicry.errors import MimicryError
+from mimicry.losses.td import q_target
+from mimicry.tasks.rl.base import ReinforcementTask
+
+log = logging.getLogger("mimicry")
+
+
+class DQN(ReinforcementTask):
+    algo_name = "dqn"
+    charts = {**ReinforcementTask.charts,
+              "dqn": {"exploration ε": [r"^rollout/epsilon$"], "replay size": [r"^rollout/replay_size$"]}}
+
+    def __init__(self, model: dict, loss: dict, optim: dict, data_spec: dict, algo: dict, env: str = "cartpole",
+                 seed: int = 0, total_env_steps: int = 50_000, eval_every_env_steps: int = 5_000,
+                 eval_episodes: int = 10, eval_seed: int = 10_000, stop_at_return: float | None = None,
+                 torch_threads: int | None = 1, sample_every_n_steps: int = 0):
+        super().__init__(model, loss, optim, data_spec, algo, env, seed, total_env_steps, eval_every_env_steps,
+                         eval_episodes, eval_seed, stop_at_return, torch_threads, sample_every_n_steps)
+        for key in ("num_envs", "buffer_size", "learning_starts", "batch_size", "train_freq", "gradient_steps",
+                    "target_update_interval"):
+            if not isinstance(algo[key], int) or algo[key] < 1:
+                raise MimicryError(f"algo.{key}={algo[key]!r}: must be a whole number ≥ 1")
+        if algo["train_freq"] % algo["num_envs"]:
+            raise MimicryError(f"algo.train_freq={algo['train_freq']} is not a multiple of algo.num_envs="
+                               f"{algo['num_envs']}; make it one (every vector step is num_envs env steps)")
+        self.model = instantiate(model, obs_dim=self.spec.obs_dim, n_actions=self.spec.n_actions)
+        self.target = copy.deepcopy(self.model).requires_grad_(False)  # a slowly following copy for the targets
+        self.rollout: VectorRollout | None = None
+        self.buffer: ReplayBuffer | None = None
+
+    # ---- acting ------------------------------------------------------------------------------
+    def epsilon(self) -> float:
+        a = self.algo
+        progress = self.env_steps / (a["exploration_fraction"] * self.hparams.total_env_steps)
+        start, end = a["exploration_initial_eps"], a["exploration_final_eps"]
+        return end if progress >= 1 else start + progress * (end - start)
+
+    def act(self, obs: torch.Tensor, greedy: bool) -> torch.Tensor:
+        best = self.model(obs).argmax(-1)
+        if greedy:
+            return best
+        explore = torch.rand(len(best), device=best.device) < self.epsilon()
+        return torch.where(explore, torch.randint_like(best, self.spec.n_actions), best)
+
+    def sync_target(self) -> None:
+        self.target.load_state_dict(self.model.state_dict())
+
+    def batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        a = self.algo
+        if self.rollout is None:
+            self.rollout = VectorRollout(self.spec.name, a["num_envs"], self.hparams.seed + self.env_steps)
+            self.buffer = ReplayBuffer(a["buffer_size"], self.spec.obs_dim)
+        end = self.epoch_end_env_steps()
+        while self.env_steps < end:
+            # act: train_freq env steps, ε-greedy, every transition into the replay buffer
+            for _ in range(a["train_freq"] // a["num_envs"]):
+                with torch.no_grad():
+                    action = self.act(torch.as_tensor(self.rollout.obs, device=self.device), greedy=False).cpu()
+                t = self.rollout.step(action.numpy())
+                # a truncated step is stored as non-terminal: its next state still had a future
+                self.buffer.add(t["obs"], t["action"], t["reward"], t["next_obs"], t["terminated"])
+                before, self.env_steps = self.env_steps, self.env_steps + a["num_envs"]
+                if self.env_steps // a["target_update_interval"] > before // a["target_update_interval"]:
+                    self.sync_target()
+            self.episode_stats(*self.rollout.pop_episodes())
+            self.rollout_stats["rollout/epsilon"] = self.epsilon()
+            self.rollout_stats["rollout/replay_size"] = float(len(self.buffer))
+            self.time_env_steps()
+            # learn: gradient_steps minibatches replayed from the buffer
+            if len(self.buffer) >= a["learning_starts"]:
+                for _ in range(a["gradient_steps"]):
+                    yield self.buffer.sample(a["batch_size"])
+        self.stop_clock()
+
+    # ---- learning ----------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        with torch.no_grad():
+            next_online = self.model(batch["next_obs"]) if self.algo["double_dqn"] else None
+            reference = q_target(batch["reward"], batch["terminated"], self.target(batch["next_obs"]), next_online,
+                                 self.algo["gamma"])
+        prediction = self.model(batch["obs"]).gather(1, batch["action"].unsqueeze(1)).squeeze(1)
+        loss = self.imitate(prediction, reference)
+        if self.is_logging_step():
+            self.log("train/q_mean", prediction.detach().mean(), on_step=True, on_epoch=False,
+                     batch_size=len(prediction))
+            self.log_rollout(len(prediction))
+        return loss
+
+    def planned_updates(self) -> int:
+        a = self.algo
+        phases = max(0, self.hparams.total_env_steps - a["learning_starts"]) / a["train_freq"]
+        return max(1, math.ceil(phases) * a["gradient_steps"])
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        if self._trainer is not None:
+            log.info(f"the replay buffer is not saved in checkpoints: it refills with fresh play, and updates "
+                     f"resume once it holds algo.learning_starts={self.algo['learning_starts']} transitions")
+
+    def on_train_end(self) -> None:
+        if self.rollout is not None:
+            self.rollout.close()
+
