@@ -12,7 +12,7 @@ from mimicry.data.rollouts import run_episodes, top_episodes
 from mimicry.errors import MimicryError
 from mimicry.tasks.rl.filtered_bc import BehaviourCloning
 
-pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log()`")
+pytestmark = pytest.mark.filterwarnings("ignore:You are trying to")
 
 POLICY = {"_target_": "mimicry.models.actor_critic.Policy", "hidden": [16]}
 CE = {"_target_": "torch.nn.CrossEntropyLoss"}

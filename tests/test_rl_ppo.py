@@ -7,13 +7,14 @@ import pytest
 import torch
 
 from conftest import read_events, run_dirs, run_mimicry, summary
+from mimicry.checkpoints import load_task
 from mimicry.data.episodes import load_episodes
 from mimicry.tasks.rl.ppo import PPO
 
 ALGO = {"num_envs": 2, "n_steps": 8, "batch_size": 16, "update_epochs": 1, "gamma": 0.98, "gae_lambda": 0.8,
         "clip_range": 0.2, "clip_anneal": False, "normalize_advantage": True, "ent_coef": 0.0, "vf_coef": 0.5}
 # the in-process tests call training_step without a Trainer, where self.log only warns
-pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log()`")
+pytestmark = pytest.mark.filterwarnings("ignore:You are trying to")
 
 TINY = ["task=rl", "algo.num_envs=2", "algo.n_steps=16", "algo.batch_size=16", "algo.update_epochs=2",
         "model.hidden=[16]", "task.total_env_steps=256", "task.eval_every_env_steps=128", "task.eval_episodes=2",
@@ -76,9 +77,11 @@ def test_tiny_ppo_run_logs_env_steps_evaluates_samples_and_records(tmp_path):
     assert env_steps == sorted(env_steps) and env_steps[-1] == 256 and len(set(env_steps)) >= 4
     assert len(scalars["eval/return_mean"]) == 2  # one evaluation per 128 env steps
 
-    out = run_mimicry(tmp_path, "sample", str(run_dir), "episodes=3", f"record={tmp_path / 'eps.npz'}").stdout
+    # what `mimicry sample RUN_DIR episodes=3 record=PATH` runs (in-process: a CLI start costs seconds of CPU)
+    written = load_task(run_dir).generate_samples(tmp_path, n=8, seed=0, episodes=3, record=str(tmp_path / "eps.npz"))
+    out = written[0].read_text()
     assert "3 episodes" in out and "episode 2: return" in out
-    episodes = load_episodes(tmp_path / "eps.npz", env="cartpole", obs_dim=4)
+    episodes = load_episodes(written[1], env="cartpole", obs_dim=4)
     assert len(episodes.episode_lengths) == 3
     printed = [float(line.split("return ")[1].split(",")[0]) for line in out.splitlines() if line.startswith("episode ")]
     assert np.allclose(printed, episodes.returns(), atol=0.01)

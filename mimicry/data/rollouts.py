@@ -164,7 +164,9 @@ def run_episodes(env_name: str, policy: Callable[[torch.Tensor], torch.Tensor], 
     """Play ``episodes`` whole episodes (env i reset with seed + i) with ``policy(obs) → actions``.
 
     Returns {"returns", "lengths"} and, with ``record``, the steps of every episode in order
-    (observations, actions, rewards, terminations, truncations) for an episode dataset."""
+    (observations, actions, rewards, terminations, truncations) for an episode dataset.
+    A policy with a memory (the Decision Transformer's history) may define ``reset()``, called when
+    a batch of envs starts its episodes, and ``observe(actions, rewards)``, called after each step."""
     returns, lengths = np.zeros(episodes), np.zeros(episodes, np.int64)
     recorded: dict[str, list] = {k: [] for k in ("observations", "actions", "rewards", "terminations", "truncations")}
     for first in range(0, episodes, max_envs):
@@ -173,11 +175,15 @@ def run_episodes(env_name: str, policy: Callable[[torch.Tensor], torch.Tensor], 
         # each env plays its first episode only; its steps are gathered per env, then in order
         steps: list[dict[str, list]] = [{k: [] for k in recorded} for _ in range(count)]
         done = np.zeros(count, bool)
+        if hasattr(policy, "reset"):
+            policy.reset()
         try:
             while not done.all():
                 with torch.no_grad():
                     action = policy(torch.as_tensor(obs)).numpy()
                 next_obs, reward, terminated, truncated, _ = envs.step(action)
+                if hasattr(policy, "observe"):
+                    policy.observe(action, reward)
                 for i in np.flatnonzero(~done):
                     returns[first + i] += reward[i]
                     lengths[first + i] += 1

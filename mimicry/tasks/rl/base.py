@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -83,12 +83,15 @@ class ReinforcementTask(ImitationTask):
         """Actions for a batch of observations (greedy: the most likely / best-valued one)."""
         raise NotImplementedError
 
+    def acting_policy(self, greedy: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+        """What plays whole episodes: observations (CPU) → actions (CPU)."""
+        return lambda obs: self.act(obs.to(self.device), greedy).cpu()
+
     def play(self, episodes: int, seed: int, greedy: bool = True, record: bool = False) -> dict:
         was_training = self.training
         self.eval()
         try:
-            return run_episodes(self.spec.name, lambda obs: self.act(obs.to(self.device), greedy).cpu(),
-                                episodes, seed, record=record)
+            return run_episodes(self.spec.name, self.acting_policy(greedy), episodes, seed, record=record)
         finally:
             self.train(was_training)
 
