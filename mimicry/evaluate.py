@@ -29,9 +29,11 @@ from mimicry.errors import MimicryError
 from mimicry.metrics.feature_net import feature_net_accuracy, load_feature_net
 from mimicry.metrics.image_quality import image_metrics
 from mimicry.metrics.memorization import memorization
+from mimicry.output_paths import ensure_writable_dir
 from mimicry.tasks.image_generation import MEMORIZATION_BANK, ImageGeneration, image_grid, upscale
+from mimicry.trusted_targets import check_targets
 
-def evaluate(run_dir: str | Path, n: int = 1000, seed: int = 0) -> dict[str, Any]:
+def evaluate(run_dir: str | Path, n: int = 1000, seed: int = 0, **draw_options: Any) -> dict[str, Any]:
     """Sample ``n`` images from the run's best checkpoint and score them against held-out test images."""
     if n < 2:
         raise MimicryError(f"n={n}: FID and KID need at least 2 samples")
@@ -40,10 +42,16 @@ def evaluate(run_dir: str | Path, n: int = 1000, seed: int = 0) -> dict[str, Any
     task = load_task(ckpt)
     if not isinstance(task, ImageGeneration):
         raise MimicryError(f"{type(task).__name__} makes no images: `mimicry eval` is for image generators")
+    unknown = sorted(set(draw_options) - set(task.draw_options))
+    if unknown:  # e.g. sampler=, steps=, guidance= for diffusion; truncation= for gan
+        raise MimicryError(f"eval option(s) {', '.join(unknown)} unknown to {type(task).__name__}; "
+                           f"valid: n, seed{''.join(', ' + k for k in task.draw_options)}")
     config_file = run_dir / ".hydra" / "config.yaml"
     if not config_file.is_file():
         raise MimicryError(f"{run_dir} has no .hydra/config.yaml: cannot tell which data it was trained on")
-    data = instantiate(OmegaConf.load(config_file).data, limit=None)  # all the training images
+    data_config = OmegaConf.load(config_file).data
+    check_targets(OmegaConf.to_container(data_config), str(config_file))  # a shared run folder builds only our classes
+    data = instantiate(data_config, limit=None)  # all the training images
     net = load_feature_net(data, **(task.hparams.get("feature_net") or {}))
     if net is None:
         raise MimicryError(f"data {data.name} has no class labels, so there is no feature net to compare with")
@@ -60,18 +68,18 @@ def evaluate(run_dir: str | Path, n: int = 1000, seed: int = 0) -> dict[str, Any
     if n > len(train):  # the floor cannot use more training images than there are
         note = f"n={n} is more than the {len(train)} training images: both are scored on {len(train)}"
         n = len(train)
-    fakes = task.draw(n, seed).cpu()
+    fakes = task.draw(n, seed, **draw_options).cpu()
     real = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]]
     metrics = image_metrics(reference, fakes, net, value_range="unit")
     floor = image_metrics(reference, real, net, value_range="unit")  # real images, the same n: the best to expect
     copies = memorization(fakes, train[:MEMORIZATION_BANK], net, value_range="unit")
 
     out = run_dir / "eval"
-    out.mkdir(exist_ok=True)
+    ensure_writable_dir(out, "", fix="eval writes into the run directory: copy the run somewhere writable")
     save_image(image_grid(fakes[:64], 8), out / "samples.png")
     save_image(upscale(copies["grid"], task.image_size), out / "memorization.png")
     result = {
-        "checkpoint": str(ckpt), "samples": len(fakes), "seed": seed,
+        "checkpoint": str(ckpt), "samples": len(fakes), "seed": seed, "draw_options": draw_options,
         "reference": {"split": "test", "count": len(reference)},
         "feature_net_accuracy": feature_net_accuracy(net),
         "metrics": {**metrics, "copy_rate": copies["copy_rate"]},
@@ -86,15 +94,15 @@ def eval_command(args: list[str]) -> int:
     """``mimicry eval RUN_DIR [n=1000 seed=0]``: print the metrics, write them under RUN_DIR/eval."""
     if not args:
         raise MimicryError("give a run directory: mimicry eval RUN_DIR [n=1000 seed=0]")
-    options = {"n": 1000, "seed": 0}
+    options: dict[str, Any] = {"n": 1000, "seed": 0}
     for arg in args[1:]:
         key, sep, value = arg.partition("=")
-        if not sep or key not in options:
-            raise MimicryError(f"eval options are n= and seed=; got {arg!r}")
+        if not sep:
+            raise MimicryError(f"eval options are key=value (n=, seed=, and the task's sample options); got {arg!r}")
         parsed = yaml.safe_load(value)
-        if not isinstance(parsed, int) or isinstance(parsed, bool):
+        if key in ("n", "seed") and (not isinstance(parsed, int) or isinstance(parsed, bool)):
             raise MimicryError(f"eval option {key}={value!r} must be a whole number")
-        options[key] = parsed
+        options[key] = parsed  # other keys go to task.draw, checked against task.draw_options
     result = evaluate(args[0], **options)
     floor, n, ref = result["real_vs_real"], result["samples"], result["reference"]["count"]
     if result["note"]:

@@ -12,13 +12,14 @@ from pathlib import Path
 from mimicry.errors import MimicryError
 
 
-def ensure_writable_dir(path: str | Path, setting: str) -> Path:
-    """Create ``path`` (and its parents) if needed; raise MimicryError when that is impossible."""
+def ensure_writable_dir(path: str | Path, setting: str, fix: str | None = None) -> Path:
+    """Create ``path`` (and its parents) if needed; raise MimicryError when that is impossible.
+    The message ends with ``fix``, by default: choose another folder with ``setting=DIR``."""
     path = Path(path).expanduser()
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
-    fix = f"choose a writable folder with {setting}=DIR"
+    fix = fix or f"choose a writable folder with {setting}=DIR"
     if not existing.is_dir():
         raise MimicryError(f"cannot write to {path}: {existing} is a file, not a folder; {fix}")
     if not os.access(existing, os.W_OK | os.X_OK):

@@ -9,6 +9,7 @@ import yaml
 
 from mimicry.checkpoints import find_checkpoint, load_task
 from mimicry.errors import MimicryError
+from mimicry.output_paths import ensure_writable_dir
 
 COMMON_OPTIONS = {"n": 8, "seed": 0, "out": None}
 
@@ -39,7 +40,7 @@ def sample_command(args: list[str]) -> int:
     settings = {**COMMON_OPTIONS, **options}
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
     out_dir = Path(settings.pop("out") or run_dir / "samples")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(out_dir, "out")
     n, seed = int(settings.pop("n")), int(settings.pop("seed"))
     if n < 1:
         raise MimicryError(f"n={n}: ask for at least one sample")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -196,3 +197,26 @@ def test_feature_net_is_built_once_then_cached(tmp_path: Path, monkeypatch: pyte
     for i in range(3):
         Image.new("L", (8, 8), color=i * 40).save(tmp_path / f"{i}.png")
     assert load_feature_net(ImageFolderDataModule(path=str(tmp_path))) is None  # no labels, no feature net
+
+
+def test_eval_refuses_a_run_folder_whose_config_builds_foreign_classes(trained_image_ar: Path, tmp_path: Path) -> None:
+    import shutil
+
+    shared = tmp_path / "shared_run"
+    shutil.copytree(trained_image_ar, shared)
+    victim = tmp_path / "created.txt"
+    config = shared / ".hydra" / "config.yaml"
+    config.write_text(config.read_text().replace("_target_: mimicry.data.images.DigitsDataModule",
+                                                 f"_target_: builtins.open\n  file: {victim}\n  mode: w", 1))
+    result = run_mimicry(tmp_path, "eval", str(shared), "n=16", check=False)
+    assert result.returncode != 0 and "refusing to build 'builtins.open'" in result.stderr
+    assert not victim.exists()
+
+
+def test_eval_passes_the_tasks_sample_options_and_refuses_unknown_ones(trained_image_ar: Path, tmp_path: Path,
+                                                                       feature_net_cache: Path) -> None:
+    env = {"MIMICRY_FEATURE_NETS": str(feature_net_cache)}
+    result = run_mimicry(tmp_path, "eval", str(trained_image_ar), "n=16", "temprature=0.5", check=False, env=env)
+    assert result.returncode != 0 and "eval option(s) temprature unknown" in result.stderr and "temperature" in result.stderr
+    run_mimicry(tmp_path, "eval", str(trained_image_ar), "n=16", "temperature=0.5", env=env)
+    assert json.loads((trained_image_ar / "eval" / "metrics.json").read_text())["draw_options"] == {"temperature": 0.5}

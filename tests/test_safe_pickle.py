@@ -32,3 +32,20 @@ def test_a_file_that_would_run_code_is_refused(tmp_path, monkeypatch):
     with pytest.raises(MimicryError, match="refusing to read .* it asks to call (posix|os).system"):
         load_arrays_pickle(path)
     assert not (tmp_path / "should_not_exist").exists()
+
+
+def test_cifar10_batches_are_read_through_the_safe_loader(tmp_path):
+    from mimicry.data.images import CIFAR10DataModule
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), "labels": [0, 1, 2, 3]}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    data = CIFAR10DataModule(root=str(tmp_path), download=False, batch_size=2)
+    data.setup()
+    assert data.spec()["channels"] == 3 and data.spec()["image_size"] == 32
+    (folder / "test_batch").write_bytes(pickle.dumps({"data": Payload()}))
+    with pytest.raises(MimicryError, match="refusing to read"):
+        CIFAR10DataModule(root=str(tmp_path), download=False).setup()
