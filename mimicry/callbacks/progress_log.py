@@ -60,7 +60,9 @@ class ProgressLog(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, task: pl.LightningModule) -> None:
         if not self.active() or not trainer.is_global_zero or trainer.sanity_checking:
             return
-        metrics = ", ".join(f"{name} {value:.4g}" for name, value in sorted(_scalars(trainer, "val/").items()))
+        measured = {name: value for name, value in _scalars(trainer, "").items()  # val/*, eval/*, ...
+                    if not name.startswith(("train/", "rollout/", "lr-", "gan/"))}
+        metrics = ", ".join(f"{name} {value:.4g}" for name, value in sorted(measured.items()))
         log.info(f"validation at step {trainer.global_step} (epoch {trainer.current_epoch + 1}): {metrics or 'no metrics'}")
 
     def line(self, trainer: pl.Trainer, now: float) -> str:
