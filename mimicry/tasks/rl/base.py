@@ -27,6 +27,8 @@ log = logging.getLogger("mimicry")
 
 
 class ReinforcementTask(ImitationTask):
+    #: algo.* settings that count something (steps, envs, batch sizes): each must be a whole number ≥ 1
+    whole_number_settings: tuple[str, ...] = ()
     #: algo name, for messages
     algo_name = "?"
     sample_options = ("episodes", "record", "greedy")
@@ -48,6 +50,9 @@ class ReinforcementTask(ImitationTask):
                             ("eval_episodes", eval_episodes)):
             if not isinstance(value, int) or value < 1:
                 raise MimicryError(f"task.{name}={value!r}: must be a whole number ≥ 1, e.g. task.{name}=10000")
+        for key in self.whole_number_settings:
+            if not isinstance(algo[key], int) or algo[key] < 1:
+                raise MimicryError(f"algo.{key}={algo[key]!r}: must be a whole number ≥ 1")
         self.algo = algo
         self.spec = env_spec(env)
         require_discrete(self.spec, self.algo_name)

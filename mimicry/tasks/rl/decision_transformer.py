@@ -26,6 +26,7 @@ log = logging.getLogger("mimicry")
 
 class DecisionTransformer(ReinforcementTask):
     algo_name = "decision_transformer"
+    whole_number_settings = ("context", "batch_size", "updates", "updates_per_eval", "max_timestep")
 
     def __init__(self, model: dict, loss: dict, optim: dict, data_spec: dict, algo: dict, env: str = "cartpole",
                  seed: int = 0, total_env_steps: int = 100_000, eval_every_env_steps: int = 5_000,
@@ -36,9 +37,6 @@ class DecisionTransformer(ReinforcementTask):
                                "one with `mimicry sample RUN_DIR episodes=1000 record=PATH.npz`)")
         super().__init__(model, loss, optim, data_spec, algo, env, seed, total_env_steps, eval_every_env_steps,
                          eval_episodes, eval_seed, stop_at_return, torch_threads, sample_every_n_steps)
-        for key in ("context", "batch_size", "updates", "updates_per_eval", "max_timestep"):
-            if not isinstance(algo[key], int) or algo[key] < 1:
-                raise MimicryError(f"algo.{key}={algo[key]!r}: must be a whole number ≥ 1")
         if model["block_size"] < 3 * algo["context"]:
             raise MimicryError(f"model.block_size={model['block_size']} is shorter than 3 × algo.context = "
                                f"{3 * algo['context']} tokens (return, state, action per step); raise it")

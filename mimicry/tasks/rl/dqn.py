@@ -25,6 +25,8 @@ log = logging.getLogger("mimicry")
 
 class DQN(ReinforcementTask):
     algo_name = "dqn"
+    whole_number_settings = ("num_envs", "buffer_size", "learning_starts", "batch_size", "train_freq",
+                             "gradient_steps", "target_update_interval")
     charts = {**ReinforcementTask.charts,
               "dqn": {"exploration ε": [r"^rollout/epsilon$"], "replay size": [r"^rollout/replay_size$"]}}
 
@@ -34,10 +36,6 @@ class DQN(ReinforcementTask):
                  torch_threads: int | None = 1, sample_every_n_steps: int = 0):
         super().__init__(model, loss, optim, data_spec, algo, env, seed, total_env_steps, eval_every_env_steps,
                          eval_episodes, eval_seed, stop_at_return, torch_threads, sample_every_n_steps)
-        for key in ("num_envs", "buffer_size", "learning_starts", "batch_size", "train_freq", "gradient_steps",
-                    "target_update_interval"):
-            if not isinstance(algo[key], int) or algo[key] < 1:
-                raise MimicryError(f"algo.{key}={algo[key]!r}: must be a whole number ≥ 1")
         if algo["train_freq"] % algo["num_envs"]:
             raise MimicryError(f"algo.train_freq={algo['train_freq']} is not a multiple of algo.num_envs="
                                f"{algo['num_envs']}; make it one (every vector step is num_envs env steps)")

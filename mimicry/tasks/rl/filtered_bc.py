@@ -25,6 +25,7 @@ from mimicry.tasks.rl.base import ReinforcementTask
 
 class FilteredBC(ReinforcementTask):
     algo_name = "filtered_bc"
+    whole_number_settings = ("num_envs", "episodes_per_iteration", "batch_size", "update_epochs")
 
     def __init__(self, model: dict, loss: dict, optim: dict, data_spec: dict, algo: dict, env: str = "cartpole",
                  seed: int = 0, total_env_steps: int = 100_000, eval_every_env_steps: int = 5_000,
@@ -35,13 +36,8 @@ class FilteredBC(ReinforcementTask):
         if not (isinstance(algo["keep_fraction"], (int, float)) and 0 < algo["keep_fraction"] <= 1):
             raise MimicryError(f"algo.keep_fraction={algo['keep_fraction']!r}: must be in (0, 1], e.g. 0.1 "
                                f"for the top 10% of episodes")
-        for key in self.whole_number_settings:
-            if not isinstance(algo[key], int) or algo[key] < 1:
-                raise MimicryError(f"algo.{key}={algo[key]!r}: must be a whole number ≥ 1")
         self.model = instantiate(model, obs_dim=self.spec.obs_dim, n_actions=self.spec.n_actions)
         self.rollout: VectorRollout | None = None
-
-    whole_number_settings = ("num_envs", "episodes_per_iteration", "batch_size", "update_epochs")
 
     def act(self, obs: torch.Tensor, greedy: bool) -> torch.Tensor:
         logits = self.model.logits(obs)

@@ -20,6 +20,7 @@ from mimicry.tasks.rl.base import ReinforcementTask
 
 class PPO(ReinforcementTask):
     algo_name = "ppo"
+    whole_number_settings = ("num_envs", "n_steps", "batch_size", "update_epochs")
 
     def __init__(self, model: dict, loss: dict, optim: dict, data_spec: dict, algo: dict, env: str = "cartpole",
                  seed: int = 0, total_env_steps: int = 100_000, eval_every_env_steps: int = 5_000,
@@ -27,9 +28,6 @@ class PPO(ReinforcementTask):
                  torch_threads: int | None = 1, sample_every_n_steps: int = 0):
         super().__init__(model, loss, optim, data_spec, algo, env, seed, total_env_steps, eval_every_env_steps,
                          eval_episodes, eval_seed, stop_at_return, torch_threads, sample_every_n_steps)
-        for key in ("num_envs", "n_steps", "batch_size", "update_epochs"):
-            if not isinstance(algo[key], int) or algo[key] < 1:
-                raise MimicryError(f"algo.{key}={algo[key]!r}: must be a whole number ≥ 1")
         if algo["batch_size"] > algo["num_envs"] * algo["n_steps"]:
             raise MimicryError(f"algo.batch_size={algo['batch_size']} is larger than a rollout "
                                f"(num_envs × n_steps = {algo['num_envs'] * algo['n_steps']}); lower it or raise n_steps")
