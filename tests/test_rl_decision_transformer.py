@@ -80,3 +80,5 @@ def test_dt_settings_are_checked(tmp_path):
         tiny_dt("")
     with pytest.raises(MimicryError, match="block_size"):
         tiny_dt(synthetic(tmp_path / "d.npz"), context=8)
+    with pytest.raises(MimicryError, match=r"algo.updates=0: must be a whole number ≥ 1"):  # the base's check
+        tiny_dt(synthetic(tmp_path / "d.npz"), updates=0)
