@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mimicry.errors import MimicryError
 from mimicry.output_paths import ensure_writable_dir
+from mimicry.run_reading import override_key
 from mimicry.trusted_targets import check_targets
 
 USAGE = """usage: mimicry <command> [options]
@@ -66,10 +67,6 @@ def _hydra_train(cfg: DictConfig) -> float | None:
     return monitored_value(summary, cfg.get("monitor"))  # what a hyperparameter search optimizes
 
 
-def _override_key(arg: str) -> str:
-    return arg.lstrip("+~").split("=", 1)[0]
-
-
 def _quote(value: str) -> str:
     return value if value[:1] in "'\"" else f"'{value}'"
 
@@ -78,26 +75,26 @@ def prepare_train_args(args: list[str]) -> list[str]:
     """Quote path-valued overrides (run directories contain `=` and `,`), and turn `resume=DIR`
     into the run's own overrides + the new ones + `hydra.run.dir=DIR` (`resume_sweep=DIR`: the
     sweep's overrides into its own folder)."""
-    args = [f"{_override_key(a)}={_quote(a.split('=', 1)[1])}" if _override_key(a) in ("resume", "init_from")
+    args = [f"{override_key(a)}={_quote(a.split('=', 1)[1])}" if override_key(a) in ("resume", "init_from")
             and "=" in a else a for a in args]
-    sweep = [a for a in args if _override_key(a) == "resume_sweep" and a.split("=", 1)[1] not in ("true", "false")]
+    sweep = [a for a in args if override_key(a) == "resume_sweep" and a.split("=", 1)[1] not in ("true", "false")]
     if sweep:
         from mimicry.sweeps import resume_sweep_args
 
-        new = [a for a in args if _override_key(a) != "resume_sweep" and a not in ("-m", "--multirun")]
+        new = [a for a in args if override_key(a) != "resume_sweep" and a not in ("-m", "--multirun")]
         args, read_back, source = resume_sweep_args(sweep[-1].split("=", 1)[1], new)
         _refuse_foreign_targets(read_back, source)
         return args
-    resume = [a for a in args if _override_key(a) == "resume"]
+    resume = [a for a in args if override_key(a) == "resume"]
     if not resume:
         return args
     run_dir = Path(resume[-1].split("=", 1)[1].strip("'\"")).expanduser().resolve()
     saved = run_dir / ".hydra" / "overrides.yaml"
     if not saved.is_file():
         raise MimicryError(f"resume={run_dir}: not a mimicry run directory (no .hydra/overrides.yaml there)")
-    new = [a for a in args if _override_key(a) != "resume"]
-    replaced = {_override_key(a) for a in new} | {"resume"}
-    previous = [a for a in (yaml.safe_load(saved.read_text()) or []) if _override_key(a) not in replaced]
+    new = [a for a in args if override_key(a) != "resume"]
+    replaced = {override_key(a) for a in new} | {"resume"}
+    previous = [a for a in (yaml.safe_load(saved.read_text()) or []) if override_key(a) not in replaced]
     _refuse_foreign_targets(previous, saved)
     return previous + new + [f"resume={_quote(str(run_dir))}", f"hydra.run.dir={_quote(str(run_dir))}"]
 
@@ -125,10 +122,15 @@ INFO_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--
               "--resolve", "--package", "-p")
 
 
+def shows_only(args: list[str]) -> bool:
+    """`--help`, `--cfg job`, ...: Hydra prints something and runs no job."""
+    return any(a.split("=", 1)[0] in INFO_FLAGS for a in args)
+
+
 def check_output_folder(args: list[str]) -> None:
     """Hydra creates the run (or sweep) directory and fails with a traceback where it cannot:
     check the folder the user chose, or ./outputs, first."""
-    if any(a.split("=", 1)[0] in INFO_FLAGS for a in args):
+    if shows_only(args):
         return  # nothing is written
     from mimicry.sweeps import is_sweep
 
@@ -145,7 +147,7 @@ def train(args: list[str]) -> int:
     run_id()  # fixed now, so that every process this command starts names folders alike
     args = prepare_train_args(args)
     sweep_dir = None
-    if is_sweep(args) and not any(a.split("=", 1)[0] in INFO_FLAGS for a in args):
+    if is_sweep(args) and not shows_only(args):
         args, sweep_dir = prepare_sweep(args)
     check_output_folder(args)
     sys.argv = [sys.argv[0], *args]

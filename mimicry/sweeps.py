@@ -22,6 +22,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from mimicry.errors import MimicryError
+from mimicry.run_reading import override_key
 
 FIXED_OVERRIDES_ENV = "MIMICRY_FIXED_OVERRIDES"  # overrides shared by every job of this sweep (JSON list)
 RUN_ID_ENV = "MIMICRY_RUN_ID"  # one id per command, inherited by launcher workers and DDP ranks
@@ -41,14 +42,11 @@ def is_sweep(args: list[str]) -> bool:
         a.startswith("hparams_search=") and a.split("=", 1)[1] not in ("null", "") for a in args)
 
 
-def _key(override: str) -> str:
-    return override.lstrip("+~").split("=", 1)[0]
-
-
 def job_name(overrides: Any) -> str:
     """``_key=value,...`` of this job's overrides that vary across the sweep (path-safe, bounded)."""
     fixed = set(json.loads(os.environ.get(FIXED_OVERRIDES_ENV, "[]")))
-    varying = [_short(str(o)) for o in overrides if str(o) not in fixed and _key(str(o)) not in NOT_IN_NAMES]
+    varying = [_short(str(o)) for o in overrides
+               if str(o) not in fixed and override_key(str(o)) not in NOT_IN_NAMES]
     text = ",".join(varying).replace("/", "-")[:80]
     return f"_{text}" if text else ""
 
@@ -82,7 +80,7 @@ def prepare_sweep(args: list[str]) -> tuple[list[str], Path]:
     swept = {o.key_or_group for o in parsed if o.is_sweep_override()}
     fixed = [o.input_line for o in parsed if o.key_or_group not in swept and not o.key_or_group.startswith("hydra")]
     os.environ[FIXED_OVERRIDES_ENV] = json.dumps(fixed)
-    chosen = [a.split("=", 1)[1].strip("'\"") for a in settings if _key(a) == "hydra.sweep.dir"]
+    chosen = [a.split("=", 1)[1].strip("'\"") for a in settings if override_key(a) == "hydra.sweep.dir"]
     if chosen:
         return args, Path(chosen[-1])
     tasks = [o.value() for o in parsed if o.key_or_group == "task"]
@@ -101,8 +99,8 @@ def resume_sweep_args(sweep_dir: str, new: list[str]) -> tuple[list[str], list[s
         raise MimicryError(f"resume_sweep={folder}: not a sweep directory (no multirun.yaml there); give the "
                            f"folder that holds the sweep's numbered job folders")
     overrides = (yaml.safe_load(saved.read_text()) or {}).get("hydra", {}).get("overrides", {}).get("task") or []
-    replaced = {_key(a) for a in new}
-    kept = [o for o in overrides if _key(o) not in replaced | {"resume_sweep"}]
+    replaced = {override_key(a) for a in new}
+    kept = [o for o in overrides if override_key(o) not in replaced | {"resume_sweep"}]
     return ["-m", *kept, *new, "resume_sweep=true", f"hydra.sweep.dir='{folder}'"], kept, saved
 
 

@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from mimicry.callbacks import SummaryRefresh
+from mimicry.callbacks.run_summary import scalar_metrics
 from mimicry.checkpoints import load_weights_into, saved_data_spec, task_class
 from mimicry.config_checks import check_settings
 from mimicry.errors import DivergedError, MimicryError
@@ -175,7 +176,7 @@ def fit(cfg: DictConfig, run_dir: Path, choices: dict[str, str], record: RunReco
     with relaunch_into(run_dir):
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
 
-    metrics = {name: float(value) for name, value in trainer.callback_metrics.items() if value.numel() == 1}
+    metrics = scalar_metrics(trainer)
     results: dict[str, Any] = {"metrics": metrics, "steps": trainer.global_step, "epochs": trainer.current_epoch}
     checkpoint = trainer.checkpoint_callback
     if checkpoint is not None and checkpoint.best_model_score is not None:

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+from mimicry.callbacks.run_summary import scalar_metrics
+
 log = logging.getLogger("mimicry")
 
 
@@ -26,11 +28,6 @@ def duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-def _scalars(trainer: pl.Trainer, prefix: str) -> dict[str, float]:
-    return {name: float(value) for name, value in trainer.callback_metrics.items()
-            if name.startswith(prefix) and value.numel() == 1}
 
 
 class ProgressLog(pl.Callback):
@@ -60,7 +57,7 @@ class ProgressLog(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, task: pl.LightningModule) -> None:
         if not self.active() or not trainer.is_global_zero or trainer.sanity_checking:
             return
-        measured = {name: value for name, value in _scalars(trainer, "").items()  # val/*, eval/*, ...
+        measured = {name: value for name, value in scalar_metrics(trainer).items()  # val/*, eval/*, ...
                     if not name.startswith(("train/", "rollout/", "lr-", "gan/"))}
         metrics = ", ".join(f"{name} {value:.4g}" for name, value in sorted(measured.items()))
         log.info(f"validation at step {trainer.global_step} (epoch {trainer.current_epoch + 1}): {metrics or 'no metrics'}")
@@ -71,7 +68,7 @@ class ProgressLog(pl.Callback):
         parts = [f"step {step}" + (f"/{int(total)} ({100 * step / total:.0f}%)" if math.isfinite(total) and total else "")]
         if trainer.max_epochs and trainer.max_epochs > 0:
             parts.append(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
-        for name, value in _scalars(trainer, "train/").items():
+        for name, value in scalar_metrics(trainer, "train/").items():
             if name == "train/loss" or name.endswith("_per_sec"):
                 parts.append(f"{name} {value:.4g}")
         done = step - self._first_step

@@ -7,6 +7,12 @@ import pytorch_lightning as pl
 from mimicry.run_record import RunRecord
 
 
+def scalar_metrics(trainer: pl.Trainer, prefix: str = "") -> dict[str, float]:
+    """The trainer's latest one-number metrics (those starting with ``prefix``) as floats."""
+    return {name: float(value) for name, value in trainer.callback_metrics.items()
+            if name.startswith(prefix) and value.numel() == 1}
+
+
 class SummaryRefresh(pl.Callback):
     def __init__(self, record: RunRecord) -> None:
         self.record = record
@@ -14,5 +20,4 @@ class SummaryRefresh(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, task: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        metrics = {name: float(value) for name, value in trainer.callback_metrics.items() if value.numel() == 1}
-        self.record.update("running", metrics=metrics, steps=trainer.global_step, epochs=trainer.current_epoch)
+        self.record.update("running", metrics=scalar_metrics(trainer), steps=trainer.global_step, epochs=trainer.current_epoch)
