@@ -9,6 +9,7 @@ bootstrap its value from.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import gymnasium as gym
@@ -44,25 +45,34 @@ class FloatObservation(gym.ObservationWrapper):
         return np.asarray(observation, np.float32).reshape(-1)
 
 
-def _gym(env_id: str, **kwargs) -> Callable[[], gym.Env]:
-    return lambda: FloatObservation(gym.make(env_id, **kwargs))
+# Every maker takes gymnasium's ``render_mode`` (None, or "rgb_array" for `mimicry sample`'s video).
+def _gym(env_id: str, **kwargs) -> Callable[..., gym.Env]:
+    return lambda render_mode=None: FloatObservation(gym.make(env_id, render_mode=render_mode, **kwargs))
 
 
-def _frozen_lake() -> gym.Env:
+def _frozen_lake(render_mode: str | None = None) -> gym.Env:
     # deterministic 4x4 lake: the reward (1) comes only on reaching the goal
-    return OneHotObservation(gym.make("FrozenLake-v1", map_name="4x4", is_slippery=False, max_episode_steps=100))
+    return OneHotObservation(gym.make("FrozenLake-v1", map_name="4x4", is_slippery=False, max_episode_steps=100,
+                                      render_mode=render_mode))
 
 
-def _door_key() -> gym.Env:
+def _door_key(render_mode: str | None = None) -> gym.Env:
     import minigrid  # noqa: F401  (registers the MiniGrid environments)
     from minigrid.wrappers import ImgObsWrapper
 
     # the egocentric 7x7x3 symbolic view, flattened; the only reward comes on reaching the goal
-    return FloatObservation(ImgObsWrapper(gym.make("MiniGrid-DoorKey-5x5-v0")))
+    return FloatObservation(ImgObsWrapper(gym.make("MiniGrid-DoorKey-5x5-v0", render_mode=render_mode)))
+
+
+def _key_to_door(render_mode: str | None = None) -> gym.Env:
+    import mimicry.data.key_to_door  # noqa: F401  (registers mimicry/KeyToDoor-v0)
+
+    # three rooms: a key, a distractor, a door that pays 1 only with the key (mimicry/data/key_to_door.py)
+    return gym.make("mimicry/KeyToDoor-v0", render_mode=render_mode)
 
 
 #: name → maker of one (unwrapped-vector) environment
-ENVIRONMENTS: dict[str, Callable[[], gym.Env]] = {
+ENVIRONMENTS: dict[str, Callable[..., gym.Env]] = {
     "cartpole": _gym("CartPole-v1"),
     "acrobot": _gym("Acrobot-v1"),
     "mountain_car": _gym("MountainCar-v0"),
@@ -70,6 +80,7 @@ ENVIRONMENTS: dict[str, Callable[[], gym.Env]] = {
     "pendulum": _gym("Pendulum-v1"),
     "frozen_lake": _frozen_lake,
     "door_key": _door_key,
+    "key_to_door": _key_to_door,
 }
 
 
@@ -92,11 +103,11 @@ def check_env_name(name: str) -> None:
                            f"(e.g. env=cartpole)")
 
 
-def make_env(name: str) -> gym.Env:
+def make_env(name: str, render_mode: str | None = None) -> gym.Env:
     """One environment by name (unknown name → MimicryError listing the known ones)."""
     check_env_name(name)
     try:
-        return ENVIRONMENTS[name]()
+        return ENVIRONMENTS[name](render_mode=render_mode)
     except ImportError as error:
         raise MimicryError(f"env={name} needs a package that is not installed ({error.name}); "
                            f"install it with: pip install {error.name}") from None
@@ -121,11 +132,12 @@ def require_discrete(spec: EnvSpec, algo: str) -> None:
                            f"choose a discrete environment: {discrete}")
 
 
-def make_vector_env(name: str, num_envs: int, seed: int) -> tuple[SyncVectorEnv, np.ndarray]:
+def make_vector_env(name: str, num_envs: int, seed: int, render_mode: str | None = None) -> tuple[SyncVectorEnv, np.ndarray]:
     """``num_envs`` copies in one process, reset with seeds seed, seed+1, ...; returns (envs, first observations)."""
     check_env_name(name)
     make_env(name).close()  # a missing package fails here, with its message
-    envs = SyncVectorEnv([ENVIRONMENTS[name] for _ in range(num_envs)], autoreset_mode=AutoresetMode.SAME_STEP)
+    maker = partial(ENVIRONMENTS[name], render_mode=render_mode)
+    envs = SyncVectorEnv([maker for _ in range(num_envs)], autoreset_mode=AutoresetMode.SAME_STEP)
     envs.action_space.seed(seed)
     observations, _ = envs.reset(seed=seed)
     return envs, observations
