@@ -54,11 +54,17 @@ class ReinforcementTask(ImitationTask):
             if not isinstance(algo[key], int) or algo[key] < 1:
                 raise MimicryError(f"algo.{key}={algo[key]!r}: must be a whole number ≥ 1")
         self.algo = algo
-        self.spec = env_spec(env)
-        require_discrete(self.spec, self.algo_name)
+        self.spec = self.environment(env)
         self.env_steps = 0  # environment steps taken so far (saved in checkpoints)
         self.rollout_stats: dict[str, float] = {}  # the latest rollout's numbers, logged at logging steps
         self._clock: tuple[float, int] | None = None  # (time, env steps) at the previous rollout
+
+    def environment(self, env: str) -> Any:
+        """What the networks need to know of ``env`` (a task whose environment is not a gymnasium
+        one, e.g. text generation, describes its own)."""
+        spec = env_spec(env)
+        require_discrete(spec, self.algo_name)
+        return spec
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
