@@ -2,7 +2,8 @@
 
 Reference: the critic imitates the returns; the advantage (how much better an action did than the
 critic predicted, by GAE) is the per-action "fake reward" the policy climbs, inside a trust region
-(the clipped ratio). Read top to bottom: act → advantages → minibatch updates.
+(the clipped ratio). Read top to bottom: act → advantages → minibatch updates. The objective itself
+(mimicry/losses/policy.py) and ``ppo_step`` below are shared with PPO on text (text_ppo.py).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from torch.distributions import Categorical
 
 from mimicry.data.rollouts import VectorRollout, gae
 from mimicry.errors import MimicryError
+from mimicry.losses.policy import ppo_objective
 from mimicry.tasks.rl.base import ReinforcementTask
 
 
@@ -83,42 +85,11 @@ class PPO(ReinforcementTask):
 
     # ---- learning ----------------------------------------------------------------------------
     def clip_range(self) -> float:
-        a = self.algo
-        if not a["clip_anneal"]:
-            return a["clip_range"]
-        return a["clip_range"] * max(0.0, 1.0 - self.env_steps / self.hparams.total_env_steps)
+        return annealed_clip_range(self.algo, self.env_steps, self.hparams.total_env_steps)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        a = self.algo
         logits, values = self.model(batch["obs"])
-        dist = Categorical(logits=logits)
-        logprob = dist.log_prob(batch["action"])
-        entropy = dist.entropy().mean()
-
-        # the policy: climb the advantage (each action's own reward), within the clipped ratio
-        advantage = batch["advantage"]
-        if a["normalize_advantage"] and len(advantage) > 1:
-            advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
-        log_ratio = logprob - batch["logprob"]
-        ratio = log_ratio.exp()
-        clip = self.clip_range()
-        policy_loss = -torch.min(ratio * advantage, ratio.clamp(1 - clip, 1 + clip) * advantage).mean()
-
-        # the critic imitates the returns
-        value_loss = self.imitate(values, batch["return"], name="value_loss")
-        loss = policy_loss + a["vf_coef"] * value_loss - a["ent_coef"] * entropy
-
-        if self.is_logging_step():
-            with torch.no_grad():
-                approx_kl = ((ratio - 1) - log_ratio).mean()  # Schulman's k3 estimator of KL(old ‖ new)
-                clip_fraction = ((ratio - 1).abs() > clip).float().mean()
-            n = len(advantage)
-            for name, value in (("train/loss", loss), ("train/policy_loss", policy_loss), ("train/entropy", entropy),
-                                ("train/approx_kl", approx_kl), ("train/clip_fraction", clip_fraction),
-                                ("train/clip_range", clip)):
-                self.log(name, value, on_step=True, on_epoch=False, batch_size=n)
-            self.log_rollout(n)
-        return loss
+        return ppo_step(self, logits, values, batch, self.clip_range())
 
     def planned_updates(self) -> int:
         a = self.algo
@@ -128,3 +99,28 @@ class PPO(ReinforcementTask):
     def on_train_end(self) -> None:
         if self.rollout is not None:
             self.rollout.close()
+
+
+def annealed_clip_range(algo: dict, env_steps: int, total_env_steps: int) -> float:
+    """algo.clip_range, decaying linearly to 0 over the run when algo.clip_anneal is set."""
+    if not algo["clip_anneal"]:
+        return algo["clip_range"]
+    return algo["clip_range"] * max(0.0, 1.0 - env_steps / total_env_steps)
+
+
+def ppo_step(task: ReinforcementTask, logits: torch.Tensor, values: torch.Tensor, batch: dict[str, torch.Tensor],
+             clip: float) -> torch.Tensor:
+    """One PPO minibatch of any task whose steps are flattened to rows (logits (N, A), values (N,),
+    batch["action" | "logprob" | "advantage" | "return"] (N,)): the loss, and the curves people read."""
+    a = task.algo
+    terms = ppo_objective(logits, values, batch["action"], batch["logprob"], batch["advantage"], batch["return"],
+                          lambda v, r: task.imitate(v, r, name="value_loss"), clip, a["vf_coef"], a["ent_coef"],
+                          a["normalize_advantage"])
+    if task.is_logging_step():
+        n = len(values)
+        for name, value in (("train/loss", terms.loss), ("train/policy_loss", terms.policy_loss),
+                            ("train/entropy", terms.entropy), ("train/approx_kl", terms.approx_kl),
+                            ("train/clip_fraction", terms.clip_fraction), ("train/clip_range", clip)):
+            task.log(name, value, on_step=True, on_epoch=False, batch_size=n)
+        task.log_rollout(n)
+    return terms.loss

@@ -1,0 +1,59 @@
+"""PPO's objective, one implementation for every policy that picks discrete actions: a CartPole
+MLP choosing left or right, or a GPT choosing the next character of a continuation.
+
+The caller flattens its steps: one row per action taken, whatever produced it. Reference: the
+advantage of each action (its own "fake reward", from GAE) and the return the critic imitates;
+prediction: the action logits and the critic's value; loss: the clipped surrogate, plus the value
+loss, minus an entropy bonus (Schulman et al. 2017, in CleanRL's form).
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+from torch.distributions import Categorical
+
+
+class PPOTerms(NamedTuple):
+    loss: torch.Tensor          # what the optimizer minimizes
+    policy_loss: torch.Tensor
+    value_loss: torch.Tensor
+    entropy: torch.Tensor
+    approx_kl: torch.Tensor     # KL(old ‖ new) of this minibatch (no gradient)
+    clip_fraction: torch.Tensor  # share of ratios outside the trust region (no gradient)
+
+
+def normalized(advantage: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit std (a single row is left as it is)."""
+    if len(advantage) <= 1:
+        return advantage
+    return (advantage - advantage.mean()) / (advantage.std() + 1e-8)
+
+
+def clipped_surrogate(logprob: torch.Tensor, old_logprob: torch.Tensor, advantage: torch.Tensor,
+                      clip_range: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Climb the advantage, but stop where the new/old probability ratio leaves [1-clip, 1+clip].
+    Returns (loss, approx_kl, clip_fraction)."""
+    log_ratio = logprob - old_logprob
+    ratio = log_ratio.exp()
+    loss = -torch.min(ratio * advantage, ratio.clamp(1 - clip_range, 1 + clip_range) * advantage).mean()
+    with torch.no_grad():
+        approx_kl = ((ratio - 1) - log_ratio).mean()  # Schulman's k3 estimator of KL(old ‖ new)
+        clip_fraction = ((ratio - 1).abs() > clip_range).float().mean()
+    return loss, approx_kl, clip_fraction
+
+
+def ppo_objective(logits: torch.Tensor, values: torch.Tensor, action: torch.Tensor, old_logprob: torch.Tensor,
+                  advantage: torch.Tensor, returns: torch.Tensor,
+                  value_loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], clip_range: float,
+                  vf_coef: float, ent_coef: float, normalize_advantage: bool) -> PPOTerms:
+    """The PPO loss of a minibatch of N steps: logits (N, A), values (N,), the rest (N,)."""
+    dist = Categorical(logits=logits)
+    logprob = dist.log_prob(action)
+    entropy = dist.entropy().mean()
+    if normalize_advantage:
+        advantage = normalized(advantage)
+    policy_loss, approx_kl, clip_fraction = clipped_surrogate(logprob, old_logprob, advantage, clip_range)
+    value_loss = value_loss_fn(values, returns)  # the critic imitates the returns
+    loss = policy_loss + vf_coef * value_loss - ent_coef * entropy
+    return PPOTerms(loss, policy_loss, value_loss, entropy, approx_kl, clip_fraction)
