@@ -82,6 +82,8 @@ def load_task(path: str | Path, prefer: str = "best"):
 
 def load_weights_into(task: torch.nn.Module, path: str | Path) -> Path:
     """``init_from``: copy a trained model's weights into a freshly built task of the same kind."""
+    if hasattr(task, "init_weights_from"):  # a task that starts from another task's run (RL on text: an lm run)
+        return task.init_weights_from(path)
     ckpt_path = find_checkpoint(path, prefer="best")
     checkpoint = read_checkpoint(ckpt_path)
     expected = f"{type(task).__module__}.{type(task).__qualname__}"
