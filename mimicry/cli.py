@@ -32,9 +32,10 @@ commands:
   list                         tasks, models, losses and data options, and which go together
   compare PATH... [--metric M] [--group-by KEY] [--format table|md|csv] [--plot FILE] [--x step|wall|TAG]
                                runs side by side: differing hyperparameters, final/best metrics, curves
+  probe NAME RUN_DIR [k=v...]  look inside a trained run: sharpness, layers, embeddings (`mimicry probe --help`)
 """
 
-COMMANDS = ("train", "sample", "eval", "list", "compare")
+COMMANDS = ("train", "sample", "eval", "list", "compare", "probe")
 
 
 def _register_resolvers() -> None:
@@ -180,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         if command == "compare":
             from mimicry.compare import compare_command
             return compare_command(rest)
+        if command == "probe":
+            from mimicry.probes import probe_command
+            return probe_command(rest)
     except MimicryError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -112,6 +112,10 @@ def check_manual_optimization(task: pl.LightningModule, cfg: DictConfig) -> None
     """A task that steps its own optimizers (the GAN's two) cannot have Lightning accumulate or clip for it."""
     if task.automatic_optimization:
         return
+    if getattr(task, "fitted_by_counting", False):  # a counted table has no gradients to clip or accumulate
+        with read_write(cfg.trainer):
+            cfg.trainer.gradient_clip_val, cfg.trainer.accumulate_grad_batches = None, 1
+        return
     name = type(task).__name__
     if (cfg.trainer.get("accumulate_grad_batches") or 1) != 1:
         raise MimicryError(f"trainer.accumulate_grad_batches={cfg.trainer.accumulate_grad_batches}: {name} steps its "

@@ -68,8 +68,12 @@ class RandomOffsets(Sampler[int]):
 class TextDataModule(pl.LightningDataModule):
     """``path=None`` reads CPython's bundled pydoc text; otherwise any UTF-8 file (under ``root`` if relative).
 
-    An "epoch" is ``steps_per_epoch`` random batches (nanoGPT samples windows at random too);
-    validation uses ``val_batches`` fixed, evenly spaced batches of the held-out tail.
+    An "epoch" is ``steps_per_epoch`` random batches (nanoGPT samples windows at random too), or
+    with ``order="sequential"`` one pass over the training text in consecutive windows (every
+    training token is a target once); ``order="auto"`` is sequential for a model fitted by
+    counting (an n-gram table reads the text once) and random for a net. Validation uses
+    ``val_batches`` fixed, evenly spaced batches of the held-out tail. ``train_fraction`` keeps
+    the first share of the training split (the validation split stays the same).
     """
 
     def __init__(
@@ -86,12 +90,20 @@ class TextDataModule(pl.LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
         tokenizer_state: dict | None = None,
+        train_fraction: float = 1.0,
+        order: str = "auto",
     ):
         super().__init__()
         self.name, self.path, self.block_size, self.batch_size = name, path, block_size, batch_size
         self.tokenizer_kind, self.val_fraction = tokenizer, val_fraction
         self.steps_per_epoch, self.val_batches, self.seed = steps_per_epoch, val_batches, seed
         self.root, self.num_workers = root, num_workers
+        if order not in ("auto", "random", "sequential"):
+            raise MimicryError(f"data.order={order}: choose random (random windows), sequential (one pass in order) "
+                               f"or auto (sequential for a counted table, random for a net)")
+        if not 0.0 < train_fraction <= 1.0:
+            raise MimicryError(f"data.train_fraction={train_fraction}: must be in (0, 1], e.g. data.train_fraction=0.1")
+        self.train_fraction, self.order = train_fraction, order
         # A pretrained model's tokenizer (fine-tuning) wins over fitting a new one.
         self.tokenizer = tokenizer_from_state(tokenizer_state) if tokenizer_state else None
         self.train_tokens: torch.Tensor | None = None
@@ -105,12 +117,13 @@ class TextDataModule(pl.LightningDataModule):
         tokens = self.tokenizer.encode(text)
         n_val = int(len(tokens) * self.val_fraction)
         self.train_tokens, self.val_tokens = tokens[: len(tokens) - n_val], tokens[len(tokens) - n_val :]
+        self.train_tokens = self.train_tokens[: round(len(self.train_tokens) * self.train_fraction)]
         shortest = min(len(self.train_tokens), len(self.val_tokens))
         if shortest <= self.block_size:
             raise MimicryError(
                 f"{self.name}: {len(tokens)} tokens is too little text for windows of {self.block_size + 1} tokens "
-                f"in both train and validation ({self.val_fraction:.0%} held out); use a longer file or a smaller "
-                f"model.block_size"
+                f"in both train and validation ({self.val_fraction:.0%} held out, train_fraction="
+                f"{self.train_fraction:g}); use a longer file, a larger data.train_fraction or a smaller model.block_size"
             )
 
     def spec(self) -> dict:
@@ -121,9 +134,18 @@ class TextDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         windows = Windows(self.train_tokens, self.block_size)
+        if self.reads_in_order():  # windows every block_size tokens: each training token is a target once
+            in_order = torch.utils.data.Subset(windows, range(0, len(windows), self.block_size))
+            return DataLoader(in_order, batch_size=self.batch_size, num_workers=self.num_workers)
         sampler = RandomOffsets(len(windows), self.steps_per_epoch * self.batch_size, self.seed)
         return DataLoader(windows, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
                           drop_last=True)
+
+    def reads_in_order(self) -> bool:
+        if self.order == "auto":  # a table fitted by counting reads the text once, in order; a net, random windows
+            task = self.trainer.lightning_module if self.trainer is not None else None
+            return bool(getattr(task, "fitted_by_counting", False))
+        return self.order == "sequential"
 
     def val_dataloader(self) -> DataLoader:
         windows = Windows(self.val_tokens, self.block_size)

@@ -15,6 +15,8 @@ import torch
 from hydra.utils import instantiate
 from torch.utils.tensorboard import SummaryWriter
 
+from mimicry.errors import MimicryError
+
 log = logging.getLogger("mimicry")
 
 
@@ -24,6 +26,14 @@ class ImitationTask(pl.LightningModule):
 
     Subclasses build their networks in ``__init__`` from ``self.hparams.model`` and ``data_spec``,
     implement ``training_step``/``validation_step`` with ``self.imitate``, and the sample hooks.
+    A task whose loss is one comparison also implements ``imitation(batch)``, which gives the
+    probes (mimicry/probes/) its loss as a pure function of a batch: ``self.loss(batch)``.
+
+    A model fitted by counting (``model.fitted_by_counting = True``, e.g. an n-gram table) has no
+    parameters for an optimizer: the base then runs without one (manual optimization, no gradient
+    step), calls ``model.count(batch)`` after each training batch, and stops after one epoch, the
+    one pass over the training data that fills the table. Everything else (loss, validation
+    metrics, checkpoints, samples) goes through the same task code as a net's.
     """
 
     #: what throughput counts: "samples" (images, episodes) or "tokens"
@@ -50,11 +60,24 @@ class ImitationTask(pl.LightningModule):
     def imitate(self, prediction: torch.Tensor, reference: torch.Tensor, weight: torch.Tensor | None = None,
                 stage: str = "train", name: str = "loss") -> torch.Tensor:
         """Loss between prediction and reference (optionally weighted per example), logged as ``stage/name``."""
-        loss = self.loss_fn(prediction, reference)
-        if weight is not None:
-            loss = (loss * weight).mean()
+        loss = self.compare(prediction, reference, weight)
         self.log_metric(f"{stage}/{name}", loss, prog_bar=True)
         return loss
+
+    def compare(self, prediction: torch.Tensor, reference: torch.Tensor,
+                weight: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss between prediction and reference (optionally weighted per example); logs nothing."""
+        loss = self.loss_fn(prediction, reference)
+        return (loss * weight).mean() if weight is not None else loss
+
+    def imitation(self, batch: Any) -> tuple[torch.Tensor, ...]:
+        """(prediction, reference[, weight]) of a batch: what ``training_step`` imitates."""
+        raise MimicryError(f"{type(self).__name__} does not give its loss as one comparison of a batch "
+                           f"(no imitation()); the probes read lm and classifier runs")
+
+    def loss(self, batch: Any) -> torch.Tensor:
+        """The training loss of a batch as a pure function (no logging, no state): what the probes measure."""
+        return self.compare(*self.imitation(batch))
 
     # ---- logging -------------------------------------------------------------------------------
     def is_logging_step(self) -> bool:
@@ -105,7 +128,38 @@ class ImitationTask(pl.LightningModule):
 
     # ---- optimization --------------------------------------------------------------------------
     def configure_optimizers(self):
+        if self.fitted_by_counting:
+            return None  # a counted table has no parameters: no optimizer, no gradient step
         return build_optimizer(self.parameters(), self.hparams.optim, self.trainer.estimated_stepping_batches)
+
+    # ---- models fitted by counting (lookup tables) ---------------------------------------------
+    @property
+    def fitted_by_counting(self) -> bool:
+        return bool(getattr(getattr(self, "model", None), "fitted_by_counting", False))
+
+    @property
+    def automatic_optimization(self) -> bool:
+        # Lightning would call backward() on the loss of a counted table; manual mode lets it just count.
+        return self._automatic_optimization and not self.fitted_by_counting
+
+    @automatic_optimization.setter
+    def automatic_optimization(self, value: bool) -> None:
+        self._automatic_optimization = value
+
+    def on_train_epoch_start(self) -> None:
+        if self.fitted_by_counting and self.current_epoch >= 1:
+            self.trainer.should_stop = True  # resumed after its one pass: the table is full already
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.fitted_by_counting and self.current_epoch == 0:
+            self.model.count(batch)  # after training_step: its train/loss is the table's guess before seeing the batch
+            # A counted batch is a step of fitting: the step counter (curves, checkpoints) counts it as one.
+            self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress.increment_completed()
+
+    def on_train_epoch_end(self) -> None:
+        if self.fitted_by_counting:
+            log.info("the table has counted its one pass over the training data; training stops here")
+            self.trainer.should_stop = True
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

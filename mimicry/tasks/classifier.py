@@ -31,11 +31,16 @@ class Classification(ImitationTask):
                                  image_size=data_spec["image_size"])
         self.val_accuracy = MeanMetric()
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def imitation(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = batch
         reference = labels              # the class a person gave the image
         prediction = self.model(images)  # logits over the classes
-        return self.imitate(prediction, reference)
+        return prediction, reference
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        prediction, reference = self.imitation(batch)
+        loss = self.imitate(prediction, reference)
+        return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, labels = batch

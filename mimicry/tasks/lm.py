@@ -26,13 +26,18 @@ class LanguageModeling(ImitationTask):
         self.model = instantiate(model, vocab_size=data_spec["vocab_size"])
         self.val_nll = MeanMetric()
 
-    def training_step(self, tokens: torch.Tensor, batch_idx: int) -> torch.Tensor:
+    def imitation(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         reference = tokens[:, 1:]                 # the next token of real text
-        prediction = self.model(tokens[:, :-1])   # logits over the vocabulary
-        return self.imitate(prediction, reference)
+        prediction = self.model(tokens[:, :-1])   # logits over the vocabulary (a table's log-probabilities)
+        return prediction, reference
+
+    def training_step(self, tokens: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        prediction, reference = self.imitation(tokens)
+        loss = self.imitate(prediction, reference)
+        return loss
 
     def validation_step(self, tokens: torch.Tensor, batch_idx: int) -> None:
-        loss = self.imitate(self.model(tokens[:, :-1]), tokens[:, 1:], stage="val")
+        loss = self.imitate(*self.imitation(tokens), stage="val")
         self.val_nll.update(loss)
 
     def on_validation_epoch_end(self) -> None:
