@@ -2,6 +2,8 @@
 it outputs the action that led to the return it is asked for."""
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -76,9 +78,35 @@ def test_dt_outputs_the_action_that_led_to_the_return_asked_for(tmp_path):
 
 
 def test_dt_settings_are_checked(tmp_path):
-    with pytest.raises(MimicryError, match="algo.dataset=PATH"):
-        tiny_dt("")
+    with pytest.raises(MimicryError, match="no run directory to record one into"):  # no dataset, no run: nothing to read
+        tiny_dt("").dataset_steps()
     with pytest.raises(MimicryError, match="block_size"):
         tiny_dt(synthetic(tmp_path / "d.npz"), context=8)
     with pytest.raises(MimicryError, match=r"algo.updates=0: must be a whole number ≥ 1"):  # the base's check
         tiny_dt(synthetic(tmp_path / "d.npz"), updates=0)
+
+
+def test_a_target_return_far_outside_the_dataset_warns(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="mimicry"):
+        tiny_dt(synthetic(tmp_path / "d.npz"), target_return=5.0).dataset_steps()
+    assert "far outside" not in caplog.text              # 5 is the dataset's best return
+    with caplog.at_level(logging.WARNING, logger="mimicry"):
+        tiny_dt(synthetic(tmp_path / "d.npz"), target_return=500.0).dataset_steps()
+    assert "algo.target_return=500.0 is far outside the dataset's returns (0.0 to 5.0)" in caplog.text
+
+
+def test_null_target_and_scale_come_from_the_dataset_and_travel_with_the_weights(tmp_path):
+    task = tiny_dt(synthetic(tmp_path / "d.npz"), target_return=None, return_scale=None)
+    with pytest.raises(MimicryError, match="has not read its dataset"):
+        task.play(1, seed=0)
+    task.dataset_steps()
+    assert task.conditioning.tolist() == pytest.approx([5.0, 5.0])  # the best return, the largest |return|
+    assert "conditioning" in task.state_dict()
+
+
+def test_a_dataset_with_other_observations_is_refused(tmp_path):
+    played = {"observations": np.zeros((4, 6), np.float32), "actions": np.zeros(4, np.int64),
+              "rewards": np.ones(4, np.float32), "terminations": np.array([0, 1, 0, 1], bool),
+              "truncations": np.zeros(4, bool), "lengths": np.array([2, 2])}
+    with pytest.raises(MimicryError, match=r"observations of shape \(6,\).*gives \(4,\)"):
+        tiny_dt(save_episodes(tmp_path / "wide.npz", "cartpole", played)).dataset_steps()

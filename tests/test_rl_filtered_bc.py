@@ -63,8 +63,10 @@ def test_bc_imitates_only_the_kept_episodes(tmp_path):
 
 
 def test_bc_refuses_a_missing_or_foreign_dataset(tmp_path):
-    with pytest.raises(MimicryError, match="algo.dataset=PATH"):
-        bc_task("", 1.0)
+    with pytest.raises(MimicryError, match="algo.dataset is not set and there is no run directory"):
+        bc_task("", 1.0).dataset_steps()
+    with pytest.raises(MimicryError, match="episode dataset not found"):
+        bc_task(tmp_path / "missing.npz", 1.0).dataset_steps()
     played = run_episodes("acrobot", lambda obs: torch.zeros(len(obs), dtype=torch.long), 1, seed=0, record=True)
     foreign = save_episodes(tmp_path / "acrobot.npz", "acrobot", played)
     with pytest.raises(MimicryError, match="recorded in env=acrobot"):

@@ -160,24 +160,31 @@ class VectorRollout:
 
 
 def run_episodes(env_name: str, policy: Callable[[torch.Tensor], torch.Tensor], episodes: int, seed: int,
-                 max_envs: int = 16, record: bool = False) -> dict[str, np.ndarray | list]:
+                 max_envs: int = 16, record: bool = False, render: bool = False) -> dict[str, np.ndarray | list]:
     """Play ``episodes`` whole episodes (env i reset with seed + i) with ``policy(obs) → actions``.
 
     Returns {"returns", "lengths"} and, with ``record``, the steps of every episode in order
-    (observations, actions, rewards, terminations, truncations) for an episode dataset.
+    (observations, actions, rewards, terminations, truncations) for an episode dataset; with
+    ``render``, "frames": each episode's ``rgb_array`` pictures (mimicry/data/video.py; raises
+    ``RenderingUnavailable`` where the environment cannot draw).
     A policy with a memory (the Decision Transformer's history) may define ``reset()``, called when
     a batch of envs starts its episodes, and ``observe(actions, rewards)``, called after each step."""
     returns, lengths = np.zeros(episodes), np.zeros(episodes, np.int64)
     recorded: dict[str, list] = {k: [] for k in ("observations", "actions", "rewards", "terminations", "truncations")}
+    films: list[list[np.ndarray]] = []
     for first in range(0, episodes, max_envs):
         count = min(max_envs, episodes - first)
-        envs, obs = make_vector_env(env_name, count, seed + first)
+        envs, obs = make_vector_env(env_name, count, seed + first, render_mode="rgb_array" if render else None)
         # each env plays its first episode only; its steps are gathered per env, then in order
         steps: list[dict[str, list]] = [{k: [] for k in recorded} for _ in range(count)]
         done = np.zeros(count, bool)
         if hasattr(policy, "reset"):
             policy.reset()
         try:
+            if render:
+                from mimicry.data.video import frames
+
+                film = [[frame] for frame in frames(envs)]
             while not done.all():
                 with torch.no_grad():
                     action = policy(torch.as_tensor(obs)).numpy()
@@ -191,13 +198,21 @@ def run_episodes(env_name: str, policy: Callable[[torch.Tensor], torch.Tensor], 
                         for key, value in zip(recorded, (obs[i], action[i], reward[i], terminated[i], truncated[i])):
                             steps[i][key].append(value)
                 done |= terminated | truncated
+                if render:  # a finished env has already reset (autoreset): its picture is not kept
+                    for i, frame in enumerate(frames(envs)):
+                        if not done[i]:
+                            film[i].append(frame)
                 obs = next_obs
         finally:
             envs.close()
+        if render:
+            films.extend(film)
         for episode in steps:
             for key in recorded:
                 recorded[key].extend(episode[key])
     result: dict[str, np.ndarray | list] = {"returns": returns, "lengths": lengths}
     if record:
         result.update({k: np.asarray(v) for k, v in recorded.items()})
+    if render:
+        result["frames"] = films
     return result

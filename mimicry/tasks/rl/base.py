@@ -10,6 +10,7 @@ reference, yield minibatches), ``training_step`` and ``act``.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -19,6 +20,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from mimicry.data.environments import env_spec, require_discrete
+from mimicry.data.episodes import Episodes, load_episodes
+from mimicry.data.recording import offline_dataset
 from mimicry.data.rollouts import RolloutDataset, run_episodes
 from mimicry.errors import MimicryError
 from mimicry.tasks.base import ImitationTask, build_optimizer
@@ -31,7 +34,7 @@ class ReinforcementTask(ImitationTask):
     whole_number_settings: tuple[str, ...] = ()
     #: algo name, for messages
     algo_name = "?"
-    sample_options = ("episodes", "record", "greedy")
+    sample_options = ("episodes", "record", "greedy", "video")
     charts = {
         **ImitationTask.charts,
         "rl": {
@@ -56,6 +59,7 @@ class ReinforcementTask(ImitationTask):
         self.algo = algo
         self.spec = self.environment(env)
         self.env_steps = 0  # environment steps taken so far (saved in checkpoints)
+        self.start_env_steps = 0  # where this fit started (the checkpoint's count when resuming)
         self.rollout_stats: dict[str, float] = {}  # the latest rollout's numbers, logged at logging steps
         self._clock: tuple[float, int] | None = None  # (time, env steps) at the previous rollout
 
@@ -98,11 +102,11 @@ class ReinforcementTask(ImitationTask):
         """What plays whole episodes: observations (CPU) → actions (CPU)."""
         return lambda obs: self.act(obs.to(self.device), greedy).cpu()
 
-    def play(self, episodes: int, seed: int, greedy: bool = True, record: bool = False) -> dict:
+    def play(self, episodes: int, seed: int, greedy: bool = True, record: bool = False, render: bool = False) -> dict:
         was_training = self.training
         self.eval()
         try:
-            return run_episodes(self.spec.name, self.acting_policy(greedy), episodes, seed, record=record)
+            return run_episodes(self.spec.name, self.acting_policy(greedy), episodes, seed, record=record, render=render)
         finally:
             self.train(was_training)
 
@@ -116,6 +120,20 @@ class ReinforcementTask(ImitationTask):
     def finished(self) -> bool:
         """The run's end (an offline algorithm counts updates instead of env steps)."""
         return self.env_steps >= self.hparams.total_env_steps
+
+    def remaining_epochs(self) -> int:
+        """Evaluations still to come from this fit's start: each epoch acts up to the next multiple
+        of eval_every_env_steps. (Counted from the start: Lightning fetches the first batch, so acts,
+        before on_train_start.)"""
+        every = self.hparams.eval_every_env_steps
+        return max(0, math.ceil(self.hparams.total_env_steps / every) - self.start_env_steps // every)
+
+    def on_train_start(self) -> None:
+        # With max_epochs=-1 (the run ends on env steps), the progress bar would show "Epoch 1/-2":
+        # give it the planned count instead. An upper bound: the run still stops on finished().
+        loop = self.trainer.fit_loop
+        if loop.max_epochs is None or loop.max_epochs < 0:
+            loop.max_epochs = self.current_epoch + self.remaining_epochs()
 
     def on_train_epoch_end(self) -> None:
         done = self.finished()
@@ -156,6 +174,18 @@ class ReinforcementTask(ImitationTask):
     def count_items(self, batch: dict[str, torch.Tensor]) -> int:
         return len(next(iter(batch.values())))
 
+    # ---- offline algorithms: the episode dataset ---------------------------------------------------
+    def offline_episodes(self) -> Episodes:
+        """``algo.dataset``, or with none given, a mixed dataset recorded into the run directory
+        first (mimicry/data/recording.py); checked against this environment."""
+        run_dir = Path(self.trainer.default_root_dir) if self._trainer is not None else None
+        path = offline_dataset(self.algo, self.spec.name, run_dir, self.hparams.seed)
+        episodes = load_episodes(path, env=self.spec.name, obs_dim=self.spec.obs_dim)
+        if episodes.actions.max() >= self.spec.n_actions or episodes.actions.min() < 0:
+            raise MimicryError(f"{path}: actions outside 0..{self.spec.n_actions - 1}; "
+                               f"the dataset is from a different environment")
+        return episodes
+
     # ---- optimization ----------------------------------------------------------------------------
     def planned_updates(self) -> int:
         """Optimizer steps in the whole run (the learning-rate schedule decays over them)."""
@@ -175,13 +205,28 @@ class ReinforcementTask(ImitationTask):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
-        self.env_steps = int(checkpoint.get("mimicry", {}).get("env_steps", 0))
+        self.env_steps = self.start_env_steps = int(checkpoint.get("mimicry", {}).get("env_steps", 0))
         if self._trainer is not None:
             log.info(f"resumed at {self.env_steps} env steps; the environments start fresh episodes")
 
     # ---- mimicry sample ------------------------------------------------------------------------
+    def film(self, path: Path, episodes: int, seed: int, greedy: bool) -> tuple[Path | None, str]:
+        """The first ``episodes`` episodes played again, drawn, as a GIF; (path or None, a one-line note)."""
+        from mimicry.data.environments import make_env
+        from mimicry.data.video import RenderingUnavailable, save_gif
+
+        env = make_env(self.spec.name)
+        fps = float(env.metadata.get("render_fps") or 30)  # the environment's own speed
+        env.close()
+        try:
+            played = self.play(episodes, seed, greedy=greedy, render=True)
+        except RenderingUnavailable as why:
+            return None, f"no video: env={self.spec.name}: {why}"
+        return save_gif(played["frames"], path, fps), f"video of the first {episodes} episode(s): {path}"
+
     def generate_samples(self, out_dir: Path, n: int, seed: int, **options: Any) -> list[Path]:
-        """Play ``episodes`` episodes (default n), write their returns; ``record=PATH`` saves them as an episode dataset."""
+        """Play ``episodes`` episodes (default n), write their returns and a video of the first
+        ``video`` of them (default 1; 0: none); ``record=PATH`` saves them as an episode dataset."""
         episodes = int(options.get("episodes") or n)
         if episodes < 1:
             raise MimicryError(f"episodes={episodes}: ask for at least one episode")
@@ -194,12 +239,17 @@ class ReinforcementTask(ImitationTask):
                  f"min {returns.min():.2f}, max {returns.max():.2f}, length mean {np.mean(result['lengths']):.1f}"]
         lines += [f"episode {i}: return {r:.2f}, length {n_steps}"
                   for i, (r, n_steps) in enumerate(zip(returns, result["lengths"]))]
-        text_path = out_dir / f"episodes_seed{seed}.txt"
-        text_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        written = [text_path]
+        written: list[Path] = []
         if record is not None:
             from mimicry.data.episodes import save_episodes
 
             written.append(save_episodes(Path(record), self.spec.name, result))
-        return written
+        video = int(options.get("video", 1))
+        if video > 0:
+            video_path, note = self.film(out_dir / f"episodes_seed{seed}.gif", min(video, episodes), seed, greedy)
+            lines.append(note)
+            written += [video_path] if video_path is not None else []
+        text_path = out_dir / f"episodes_seed{seed}.txt"
+        text_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return [text_path, *written]
 

@@ -4,11 +4,13 @@ The GPT of ``lm`` (the same code, fed embeddings through ``trunk``) reads an epi
 tokens (R̂₁, s₁, a₁, R̂₂, s₂, a₂, ...), where R̂ₜ is the return still to come from step t. Reference:
 the action that was taken; prediction: logits read at each state token; loss: cross-entropy. To
 act, it is given a high target return and asked for the action; after each step the target falls
-by the reward received. Offline: trained on a recorded episode dataset (``algo.dataset``).
+by the reward received. Offline: trained on a recorded episode dataset (``algo.dataset``; none
+given: a mixed one is recorded first, mimicry/data/recording.py).
 """
 from __future__ import annotations
 
 import logging
+import math
 from typing import Iterator
 
 import numpy as np
@@ -16,7 +18,6 @@ import torch
 import torch.nn as nn
 from hydra.utils import instantiate
 
-from mimicry.data.episodes import load_episodes
 from mimicry.data.rollouts import returns_to_go
 from mimicry.errors import MimicryError
 from mimicry.tasks.rl.base import ReinforcementTask
@@ -32,9 +33,6 @@ class DecisionTransformer(ReinforcementTask):
                  seed: int = 0, total_env_steps: int = 100_000, eval_every_env_steps: int = 5_000,
                  eval_episodes: int = 10, eval_seed: int = 10_000, stop_at_return: float | None = None,
                  torch_threads: int | None = 1, sample_every_n_steps: int = 0):
-        if not algo.get("dataset"):
-            raise MimicryError("algo=decision_transformer needs an episode dataset: algo.dataset=PATH.npz (record "
-                               "one with `mimicry sample RUN_DIR episodes=1000 record=PATH.npz`)")
         super().__init__(model, loss, optim, data_spec, algo, env, seed, total_env_steps, eval_every_env_steps,
                          eval_episodes, eval_seed, stop_at_return, torch_threads, sample_every_n_steps)
         if model["block_size"] < 3 * algo["context"]:
@@ -49,6 +47,10 @@ class DecisionTransformer(ReinforcementTask):
         self.embed_norm = nn.LayerNorm(width)
         self.action_head = nn.Linear(width, self.spec.n_actions)
         self.steps: dict[str, torch.Tensor] | None = None  # the dataset, read when training starts
+        # the return asked for and the returns' scale; null settings are read from the dataset, and
+        # kept with the weights so that `mimicry sample` acts the same without it
+        self.register_buffer("conditioning", torch.tensor([_or_nan(algo["target_return"]),
+                                                           _or_nan(algo["return_scale"])]))
 
     # ---- the model ---------------------------------------------------------------------------
     def forward(self, returns: torch.Tensor, obs: torch.Tensor, actions: torch.Tensor,
@@ -57,7 +59,7 @@ class DecisionTransformer(ReinforcementTask):
         state token, which sees that step's return-to-go and state and everything before, never its action."""
         B, K = actions.shape
         time = self.embed_time(timesteps.clamp(max=self.algo["max_timestep"] - 1))
-        r = self.embed_return(returns.unsqueeze(-1) / self.algo["return_scale"]) + time
+        r = self.embed_return(returns.unsqueeze(-1) / self.conditioning[1]) + time
         s = self.embed_state(obs) + time
         a = self.embed_action(actions.clamp(min=0)) + time
         tokens = torch.stack([r, s, a], dim=2).reshape(B, 3 * K, -1)  # R̂₁ s₁ a₁ R̂₂ s₂ a₂ ...
@@ -67,10 +69,7 @@ class DecisionTransformer(ReinforcementTask):
     # ---- the dataset: windows of episodes ----------------------------------------------------
     def dataset_steps(self) -> dict[str, torch.Tensor]:
         if self.steps is None:
-            episodes = load_episodes(self.algo["dataset"], env=self.spec.name, obs_dim=self.spec.obs_dim)
-            if episodes.actions.max() >= self.spec.n_actions or episodes.actions.min() < 0:
-                raise MimicryError(f"{self.algo['dataset']}: actions outside 0..{self.spec.n_actions - 1}; "
-                                   f"the dataset is from a different environment")
+            episodes = self.offline_episodes()
             lengths = episodes.episode_lengths
             starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
             returns = episodes.returns()
@@ -83,7 +82,13 @@ class DecisionTransformer(ReinforcementTask):
             self.rollout_stats.update({"dataset/return_mean": float(returns.mean()),
                                        "dataset/return_max": float(returns.max()),
                                        "dataset/top10_return_mean": float(top.mean())})
-            target = self.algo["target_return"]
+            target, scale = self.algo["target_return"], self.algo["return_scale"]
+            if target is None:
+                target = float(returns.max())
+                log.info(f"algo.target_return=null: asking for the dataset's best return, {target:g}")
+            if scale is None:
+                scale = float(max(np.abs(returns).max(), 1e-6))
+            self.conditioning.copy_(torch.tensor([target, scale]))
             if not returns.min() - 1e-6 <= target <= 1.5 * max(returns.max(), 1e-6):
                 log.warning(f"algo.target_return={target} is far outside the dataset's returns "
                             f"({returns.min():.1f} to {returns.max():.1f}); the model has never seen such a return")
@@ -121,12 +126,19 @@ class DecisionTransformer(ReinforcementTask):
     def finished(self) -> bool:
         return self.global_step >= self.algo["updates"]
 
+    def remaining_epochs(self) -> int:
+        return max(0, math.ceil((self.algo["updates"] - self.global_step) / self.algo["updates_per_eval"]))
+
     def planned_updates(self) -> int:
         return self.algo["updates"]
 
     # ---- acting: condition on a high return, ask for the action ------------------------------
     def acting_policy(self, greedy: bool) -> "ReturnConditionedActor":
-        return ReturnConditionedActor(self, self.algo["target_return"], greedy)
+        target = float(self.conditioning[0])
+        if math.isnan(target):
+            raise MimicryError("the Decision Transformer has not read its dataset yet (algo.target_return=null "
+                               "is taken from it); train it first, or set algo.target_return")
+        return ReturnConditionedActor(self, target, greedy)
 
     def act(self, obs: torch.Tensor, greedy: bool) -> torch.Tensor:
         raise MimicryError("the Decision Transformer acts on a history of returns, states and actions; "
@@ -170,3 +182,7 @@ class ReturnConditionedActor:
 
     def observe(self, actions: np.ndarray, rewards: np.ndarray) -> None:
         self._last_reward = torch.as_tensor(rewards, dtype=torch.float32)
+
+
+def _or_nan(value: float | None) -> float:
+    return float("nan") if value is None else float(value)

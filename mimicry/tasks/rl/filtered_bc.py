@@ -4,8 +4,9 @@
 by return, fit the policy to their actions by cross-entropy, repeat. The late reward only decides
 *which* attempts are imitated; the imitation itself is plain supervised learning.
 
-``BehaviourCloning``: the same fit on a recorded episode dataset (``algo.dataset``), offline;
-``algo.keep_fraction`` < 1 makes it "%BC" (the top episodes only), 1 is plain behaviour cloning.
+``BehaviourCloning``: the same fit on a recorded episode dataset (``algo.dataset``; none given: a
+mixed one is recorded first, mimicry/data/recording.py), offline; ``algo.keep_fraction`` < 1 makes
+it "%BC" (the top episodes only), 1 is plain behaviour cloning.
 """
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ import torch
 from hydra.utils import instantiate
 from torch.distributions import Categorical
 
-from mimicry.data.episodes import load_episodes
 from mimicry.data.rollouts import VectorRollout, top_episodes
 from mimicry.errors import MimicryError
 from mimicry.tasks.rl.base import ReinforcementTask
@@ -100,8 +100,8 @@ class FilteredBC(ReinforcementTask):
 
 
 class BehaviourCloning(FilteredBC):
-    """Offline: the episodes come from ``algo.dataset``, read once; no env steps are taken
-    except for evaluation. One epoch is ``updates_per_eval`` minibatches."""
+    """Offline: the episodes come from ``algo.dataset`` (or are recorded first), read once; no env
+    steps are taken except for evaluation. One epoch is ``updates_per_eval`` minibatches."""
     algo_name = "bc"
     whole_number_settings = ("batch_size", "updates", "updates_per_eval")
 
@@ -109,19 +109,13 @@ class BehaviourCloning(FilteredBC):
                  seed: int = 0, total_env_steps: int = 100_000, eval_every_env_steps: int = 5_000,
                  eval_episodes: int = 10, eval_seed: int = 10_000, stop_at_return: float | None = None,
                  torch_threads: int | None = 1, sample_every_n_steps: int = 0):
-        if not algo.get("dataset"):
-            raise MimicryError("algo=bc needs an episode dataset: algo.dataset=PATH.npz (record one with "
-                               "`mimicry sample RUN_DIR episodes=1000 record=PATH.npz`)")
         super().__init__(model, loss, optim, data_spec, algo, env, seed, total_env_steps, eval_every_env_steps,
                          eval_episodes, eval_seed, stop_at_return, torch_threads, sample_every_n_steps)
         self.kept: dict[str, torch.Tensor] | None = None  # read when training starts; `mimicry sample` needs no dataset
 
     def dataset_steps(self) -> dict[str, torch.Tensor]:
         if self.kept is None:
-            episodes = load_episodes(self.algo["dataset"], env=self.spec.name, obs_dim=self.spec.obs_dim)
-            if episodes.actions.max() >= self.spec.n_actions or episodes.actions.min() < 0:
-                raise MimicryError(f"{self.algo['dataset']}: actions outside 0..{self.spec.n_actions - 1}; "
-                                   f"the dataset is from a different environment")
+            episodes = self.offline_episodes()
             returns = episodes.returns()
             kept = top_episodes(returns, self.algo["keep_fraction"])
             step_mask = np.isin(episodes.episode_of_step(), kept)
@@ -145,6 +139,9 @@ class BehaviourCloning(FilteredBC):
 
     def finished(self) -> bool:
         return self.global_step >= self.algo["updates"]
+
+    def remaining_epochs(self) -> int:
+        return max(0, math.ceil((self.algo["updates"] - self.global_step) / self.algo["updates_per_eval"]))
 
     def planned_updates(self) -> int:
         return self.algo["updates"]
