@@ -72,7 +72,8 @@ class TextDataModule(pl.LightningDataModule):
     with ``order="sequential"`` one pass over the training text in consecutive windows (every
     training token is a target once); ``order="auto"`` is sequential for a model fitted by
     counting (an n-gram table reads the text once) and random for a net. Validation uses
-    ``val_batches`` fixed, evenly spaced batches of the held-out tail. ``train_fraction`` keeps
+    ``val_batches`` fixed, evenly spaced batches of the held-out tail (and ``train_eval_batches``
+    of the training text, logged as ``val/train_loss``). ``train_fraction`` keeps
     the first share of the training split (the validation split stays the same).
     """
 
@@ -92,6 +93,7 @@ class TextDataModule(pl.LightningDataModule):
         tokenizer_state: dict | None = None,
         train_fraction: float = 1.0,
         order: str = "auto",
+        train_eval_batches: int = 0,
     ):
         super().__init__()
         self.name, self.path, self.block_size, self.batch_size = name, path, block_size, batch_size
@@ -103,7 +105,7 @@ class TextDataModule(pl.LightningDataModule):
                                f"or auto (sequential for a counted table, random for a net)")
         if not 0.0 < train_fraction <= 1.0:
             raise MimicryError(f"data.train_fraction={train_fraction}: must be in (0, 1], e.g. data.train_fraction=0.1")
-        self.train_fraction, self.order = train_fraction, order
+        self.train_fraction, self.order, self.train_eval_batches = train_fraction, order, train_eval_batches
         # A pretrained model's tokenizer (fine-tuning) wins over fitting a new one.
         self.tokenizer = tokenizer_from_state(tokenizer_state) if tokenizer_state else None
         self.train_tokens: torch.Tensor | None = None
@@ -147,9 +149,16 @@ class TextDataModule(pl.LightningDataModule):
             return bool(getattr(task, "fitted_by_counting", False))
         return self.order == "sequential"
 
-    def val_dataloader(self) -> DataLoader:
-        windows = Windows(self.val_tokens, self.block_size)
-        count = min(len(windows), self.val_batches * self.batch_size)
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        """Fixed, evenly spaced windows of the held-out text; with ``train_eval_batches`` also of the
+        training text (a second loader: the loss on seen text, measured the same way)."""
+        held_out = self.evenly_spaced(self.val_tokens, self.val_batches)
+        return [held_out, self.evenly_spaced(self.train_tokens, self.train_eval_batches)] if self.train_eval_batches \
+            else held_out
+
+    def evenly_spaced(self, tokens: torch.Tensor, batches: int) -> DataLoader:
+        windows = Windows(tokens, self.block_size)
+        count = min(len(windows), batches * self.batch_size)
         offsets = torch.linspace(0, len(windows) - 1, count).long().tolist()
         return DataLoader(torch.utils.data.Subset(windows, offsets), batch_size=self.batch_size,
                           num_workers=self.num_workers)

@@ -94,8 +94,8 @@ class ImitationTask(pl.LightningModule):
         if name.startswith("train/"):
             if self.is_logging_step():
                 self.log(name, value, on_step=True, on_epoch=False, **kwargs)
-        else:
-            self.log(name, value, on_step=False, on_epoch=True, sync_dist=True, **kwargs)
+        else:  # one name whatever the validation loader (lm may add fixed training windows as a second one)
+            self.log(name, value, on_step=False, on_epoch=True, sync_dist=True, add_dataloader_idx=False, **kwargs)
 
     def count_items(self, batch: Any) -> int:
         """Items this batch contributes to throughput (override for tokens)."""

@@ -36,7 +36,10 @@ class LanguageModeling(ImitationTask):
         loss = self.imitate(prediction, reference)
         return loss
 
-    def validation_step(self, tokens: torch.Tensor, batch_idx: int) -> None:
+    def validation_step(self, tokens: torch.Tensor, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if dataloader_idx == 1:  # fixed training windows (data.train_eval_batches): the loss on text it learned from
+            self.imitate(*self.imitation(tokens), stage="val", name="train_loss")
+            return
         loss = self.imitate(*self.imitation(tokens), stage="val")
         self.val_nll.update(loss)
 
