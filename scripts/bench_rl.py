@@ -1,12 +1,21 @@
-"""RL benchmark: CartPole-v1, environment steps (and wall / CPU time) until the greedy evaluation
-(10 episodes, fixed seeds) reaches a mean return of 475, for each algorithm and seed, through the
-real CLI with the default settings; and env steps/s of `algo=ppo` next to a plain PyTorch loop of
-the same PPO (the Lightning overhead).
+"""RL benchmark, in sections that run separately (each prints a table and writes its JSON):
+
+cartpole (the default): CartPole-v1, environment steps (and wall / CPU time) until the greedy
+evaluation (10 episodes, fixed seeds) reaches a mean return of 475, for each algorithm and seed,
+through the real CLI with the default settings; and env steps/s of `algo=ppo` next to a plain
+PyTorch loop of the same PPO (the Lightning overhead). → scripts/results/bench_rl.json
 
     python scripts/bench_rl.py                       # ppo, filtered_bc, dqn; seeds 0 1 2
     python scripts/bench_rl.py --algos ppo --seeds 0 --eval-every 2048
 
-Prints a table and writes scripts/results/bench_rl.json.
+The other sections compare the three routes from late reward to
+imitation: PPO (a critic's per-action reward), the Decision Transformer (a model of returns asked
+for a high one) and filtered / plain behaviour cloning (imitate the best / all attempts):
+
+    python scripts/bench_rl.py --section dt_cartpole   # DT on a recorded PPO + random dataset, asked for 500
+    python scripts/bench_rl.py --section key_to_door   # DT, %BC, BC from 1,000 random-policy episodes
+    python scripts/bench_rl.py --section door_key      # MiniGrid DoorKey-5x5: PPO, and DT / %BC / BC from random episodes
+    python scripts/bench_rl.py --section plot          # docs/rl_routes.png from the JSON files
 """
 from __future__ import annotations
 
@@ -133,7 +142,12 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=2500, help="env steps between evaluations")
     parser.add_argument("--speed-steps", type=int, default=20480, help="env steps for the plain-loop speed check")
     parser.add_argument("--out", default=str(REPO / "scripts/results/bench_rl.json"))
+    parser.add_argument("--section", default="cartpole",
+                        choices=["cartpole", "dt_cartpole", "key_to_door", "door_key", "plot"])
     args = parser.parse_args()
+    if args.section != "cartpole":
+        SECTIONS[args.section]()
+        return
 
     workdir = Path(tempfile.mkdtemp(prefix="bench_rl_"))
     runs = []
@@ -175,6 +189,237 @@ def write(path: str, results: dict) -> None:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
+
+
+
+# ---- the three routes: PPO, Decision Transformer, filtered / plain behaviour cloning ----------------
+
+def train(workdir: Path, name: str, *overrides: str) -> dict:
+    """One `mimicry train task=rl ...` run; its summary, its TensorBoard scalars, wall and CPU seconds."""
+    run_dir = workdir / name
+    cpu, started = child_cpu_seconds(), time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "mimicry.cli", "train", "task=rl", *overrides,
+                             f"hydra.run.dir={run_dir}", "callbacks.progress=null"],
+                            cwd=workdir, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    wall, cpu = time.perf_counter() - started, child_cpu_seconds() - cpu
+    if result.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{result.stderr[-3000:]}")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    found = scalars(run_dir)
+    env_steps_at = dict(found.get("rollout/env_steps", []))
+    evals = [{"step": step, "env_steps": env_steps_at.get(step), "return_mean": value}
+             for step, value in sorted(found["eval/return_mean"])]
+    return {"name": name, "overrides": list(overrides), "metrics": summary["metrics"], "evals": evals,
+            "final_eval_return": evals[-1]["return_mean"], "best_eval_return": max(e["return_mean"] for e in evals),
+            "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "run_dir": str(run_dir)}
+
+
+def random_dataset(env: str, episodes: int, path: Path, seed: int = 0) -> dict:
+    """``episodes`` random-policy episodes, recorded by the same code a dataset-less bc/DT run uses."""
+    import numpy as np
+    import torch
+
+    from mimicry.data.episodes import load_episodes
+    from mimicry.data.recording import record_mixed_dataset
+
+    torch.manual_seed(seed)
+    cpu = time.process_time()
+    record_mixed_dataset(env, path, seed, random_episodes=episodes, ppo_env_steps=0, ppo_episodes=0)
+    returns = load_episodes(path).returns()
+    top = np.sort(returns)[-max(1, len(returns) // 10):]
+    return {"path": str(path), "episodes": len(returns), "env_steps": int(load_episodes(path).episode_lengths.sum()),
+            "return_mean": float(returns.mean()), "return_max": float(returns.max()),
+            "top10_return_mean": float(top.mean()), "success_rate": float((returns > 0).mean()),
+            "cpu_s": round(time.process_time() - cpu, 1)}
+
+
+def offline_routes(env: str, dataset: Path, seeds: list[int], dt: list[str], bc: list[str], eval_episodes: int,
+                   workdir: Path) -> list[dict]:
+    """DT, %BC (top 10%) and BC, each trained on ``dataset`` and evaluated greedily on eval_episodes episodes."""
+    routes = {"decision_transformer": ["algo=decision_transformer", *dt],
+              "filtered_bc_top10": ["algo=bc", "algo.keep_fraction=0.1", *bc],
+              "bc": ["algo=bc", "algo.keep_fraction=1.0", *bc]}
+    runs = []
+    for route, overrides in routes.items():
+        for seed in seeds:
+            run = train(workdir, f"{env}_{route}_seed{seed}", f"env={env}", f"seed={seed}", f"algo.dataset={dataset}",
+                        f"task.eval_episodes={eval_episodes}", *overrides)
+            run.update(route=route, seed=seed)
+            runs.append(run)
+            print(f"{env} {route:22s} seed {seed}: final eval return {run['final_eval_return']:.3f} "
+                  f"(best {run['best_eval_return']:.3f}), {run['cpu_s']} CPU-s, {run['wall_s']} s wall", flush=True)
+    return runs
+
+
+def route_summary(runs: list[dict]) -> dict:
+    import statistics
+
+    out = {}
+    for route in dict.fromkeys(r["route"] for r in runs):
+        finals = [r["final_eval_return"] for r in runs if r["route"] == route]
+        out[route] = {"final_eval_return_mean": round(statistics.mean(finals), 4), "per_seed": [round(f, 4) for f in finals],
+                      "cpu_s_mean": round(statistics.mean(r["cpu_s"] for r in runs if r["route"] == route), 1)}
+    return out
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} CPUs, shared with other engineers' jobs (load varied)"
+
+
+def section_dt_cartpole() -> None:
+    """DT with no dataset given: it records 500 random-policy episodes + a 10k-env-step PPO run's 500
+    (sampled-action) episodes, then trains on them, asked for 500. Its final greedy eval return
+    (10 episodes) next to the dataset's mean, best and top-10% mean (target: ≥ 90% of the latter)."""
+    workdir = Path(tempfile.mkdtemp(prefix="bench_rl_dt_"))
+    runs = []
+    for seed in (0,):
+        run = train(workdir, f"cartpole_dt_seed{seed}", "algo=decision_transformer", "algo.target_return=500",
+                    f"seed={seed}")
+        m = run["metrics"]
+        run.update(seed=seed, dataset={k: m[f"dataset/{k}"] for k in ("return_mean", "return_max", "top10_return_mean")})
+        run["ratio_to_top10"] = round(run["final_eval_return"] / m["dataset/top10_return_mean"], 3)
+        from mimicry.data.episodes import load_episodes
+
+        recorded = load_episodes(Path(run["run_dir"]) / "recorded_episodes.npz")
+        # env steps behind the dataset: PPO's training (conf/algo/decision_transformer.yaml: 10,000) + the episodes
+        run["dataset_env_steps"] = int(recorded.episode_lengths.sum()) + 10_000
+        run["dataset"]["episodes"] = len(recorded.episode_lengths)
+        runs.append(run)
+        print(f"cartpole DT seed {seed}: final eval return {run['final_eval_return']:.1f} (best "
+              f"{run['best_eval_return']:.1f}); dataset mean {m['dataset/return_mean']:.1f}, best "
+              f"{m['dataset/return_max']:.1f}, top-10% mean {m['dataset/top10_return_mean']:.1f}: "
+              f"{100 * run['ratio_to_top10']:.0f}% of it (target ≥ 90%); {run['cpu_s']} CPU-s (recording included)",
+              flush=True)
+    write(str(REPO / "scripts/results/bench_rl_dt_cartpole.json"),
+          {"env": "cartpole", "target_return": 500, "machine": machine(), "runs": runs})
+
+
+KEY_TO_DOOR_DT = ["algo.context=24", "model.block_size=72", "algo.updates=1000", "algo.updates_per_eval=250"]
+OFFLINE_BC = ["algo.updates=1000", "algo.updates_per_eval=250"]
+
+
+def section_key_to_door(seeds: tuple[int, ...] = (0, 1, 2)) -> None:
+    """Key-to-Door from 1,000 random-policy episodes: success rate (eval return mean over 100 greedy
+    episodes) of DT, %BC (top 10%) and BC. The paper: 71.8%, 69.9%, 1.4%."""
+    workdir = Path(tempfile.mkdtemp(prefix="bench_rl_k2d_"))
+    dataset = random_dataset("key_to_door", 1000, workdir / "random_1000.npz")
+    print(f"key_to_door dataset: {dataset['episodes']} random episodes, success rate {dataset['success_rate']:.3f}",
+          flush=True)
+    runs = offline_routes("key_to_door", Path(dataset["path"]), list(seeds), KEY_TO_DOOR_DT, OFFLINE_BC, 100, workdir)
+    results = {"env": "key_to_door", "dataset": dataset, "eval_episodes": 100, "machine": machine(),
+               "paper_success": {"decision_transformer": 0.718, "filtered_bc_top10": 0.699, "bc": 0.014},
+               "summary": route_summary(runs), "runs": runs}
+    write(str(REPO / "scripts/results/bench_rl_key_to_door.json"), results)
+    print(json.dumps(results["summary"], indent=1))
+
+
+DOOR_KEY_PPO = ["algo=ppo", "env=door_key", "algo.n_steps=128", "algo.batch_size=256", "algo.update_epochs=4",
+                "algo.gamma=0.99", "algo.gae_lambda=0.95", "algo.ent_coef=0.01", "algo.clip_anneal=false",
+                "optim.lr=2.5e-4", "optim.min_lr=2.5e-4", "task.total_env_steps=150000",
+                "task.eval_every_env_steps=10240", "task.stop_at_return=0.9"]
+
+
+def section_door_key(seeds: tuple[int, ...] = (0,)) -> None:
+    """MiniGrid DoorKey-5x5: env steps until PPO's greedy eval return reaches 0.9 (MiniGrid's reward is
+    1 − 0.9 · steps/250 at the goal, 0 otherwise); DT / %BC / BC from 1,000 random-policy episodes."""
+    workdir = Path(tempfile.mkdtemp(prefix="bench_rl_doorkey_"))
+    ppo = []
+    for seed in seeds:
+        run = train(workdir, f"door_key_ppo_seed{seed}", *DOOR_KEY_PPO, f"seed={seed}")
+        solved = next((e for e in run["evals"] if e["return_mean"] >= 0.9), None)
+        run.update(route="ppo", seed=seed, env_steps_to_solve=solved["env_steps"] if solved else None)
+        ppo.append(run)
+        print(f"door_key ppo seed {seed}: " + (f"solved at {solved['env_steps']:,} env steps" if solved else
+              f"not solved (best eval {run['best_eval_return']:.3f})") + f", {run['cpu_s']} CPU-s", flush=True)
+    dataset = random_dataset("door_key", 1000, workdir / "random_1000.npz")
+    print(f"door_key dataset: {dataset['episodes']} random episodes, success rate {dataset['success_rate']:.3f}",
+          flush=True)
+    dt = ["algo.context=20", "model.block_size=60", "algo.updates=1000", "algo.updates_per_eval=250"]
+    runs = offline_routes("door_key", Path(dataset["path"]), [0], dt, OFFLINE_BC, 20, workdir)
+    results = {"env": "door_key (MiniGrid-DoorKey-5x5-v0)", "ppo_overrides": DOOR_KEY_PPO, "ppo": ppo,
+               "dataset": dataset, "eval_episodes": 20, "machine": machine(), "summary": route_summary(runs),
+               "runs": runs}
+    write(str(REPO / "scripts/results/bench_rl_door_key.json"), results)
+    print(json.dumps(results["summary"], indent=1))
+
+
+def section_plot() -> None:
+    """docs/rl_routes.png: per environment, greedy eval return against the env steps behind it: the
+    online routes as curves (each seed), the offline ones (trained on a recorded dataset) as a
+    marker at the env steps that recorded their dataset (mean over seeds, min-max bar)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = REPO / "scripts/results"
+    load = lambda name: json.loads((results / name).read_text()) if (results / name).is_file() else None  # noqa: E731
+    colours = {"ppo": "tab:blue", "dqn": "tab:orange", "filtered_bc": "tab:green", "decision_transformer": "tab:red",
+               "filtered_bc_top10": "tab:purple", "bc": "tab:gray"}
+    labels = {"ppo": "PPO (critic → per-action reward)", "dqn": "DQN", "filtered_bc": "filtered BC, online (top 25%)",
+              "decision_transformer": "Decision Transformer (offline)", "filtered_bc_top10": "%BC, top 10% (offline)",
+              "bc": "BC, all episodes (offline)"}
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+
+    def offline(ax, runs: list[dict], x: float) -> None:
+        for i, route in enumerate(dict.fromkeys(r["route"] for r in runs)):
+            finals = [r["final_eval_return"] for r in runs if r["route"] == route]
+            mean = sum(finals) / len(finals)
+            ax.errorbar([x * (1 + 0.06 * (i - 1))], [mean], yerr=[[mean - min(finals)], [max(finals) - mean]],
+                        fmt="D", ms=8, capsize=4, color=colours[route], label=f"{labels[route]}: {mean:.2f}")
+
+    def online(ax, runs: list[dict], route: str, solved_at: str = "env_steps") -> None:
+        for j, run in enumerate(r for r in runs if r.get("route", r.get("algo")) == route):
+            xs = [e[solved_at] for e in run["evals"] if e[solved_at] is not None]
+            ys = [e["return_mean"] for e in run["evals"] if e[solved_at] is not None]
+            ax.plot(xs, ys, "-o", ms=3, color=colours[route], alpha=0.8, label=labels[route] if j == 0 else None)
+
+    cart, dt = load("bench_rl.json"), load("bench_rl_dt_cartpole.json")
+    ax = axes[0]
+    if cart:
+        for algo in ("ppo", "dqn", "filtered_bc"):
+            online(ax, cart["runs"], algo)
+    if dt:
+        for run in dt["runs"]:
+            ax.errorbar([run["dataset_env_steps"]], [run["final_eval_return"]], fmt="D", ms=8,
+                        color=colours["decision_transformer"],
+                        label=f"{labels['decision_transformer']}, asked for 500: {run['final_eval_return']:.0f}")
+            ax.axhline(run["dataset"]["top10_return_mean"], ls=":", color="tab:red", lw=1,
+                       label=f"its dataset: top-10% mean {run['dataset']['top10_return_mean']:.0f}, "
+                             f"mean {run['dataset']['return_mean']:.0f}")
+    ax.set(title="CartPole-v1", xlabel="env steps", ylabel="greedy eval return (10 episodes)", xscale="log")
+
+    k2d = load("bench_rl_key_to_door.json")
+    ax = axes[1]
+    if k2d:
+        offline(ax, k2d["runs"], k2d["dataset"]["env_steps"])
+        ax.axhline(k2d["dataset"]["success_rate"], ls=":", color="black", lw=1,
+                   label=f"the random policy that recorded it: {k2d['dataset']['success_rate']:.3f}")
+    ax.set(title="Key-to-Door (ours), from 1,000 random episodes", xlabel="env steps behind the dataset",
+           ylabel="success rate (100 greedy episodes)", xscale="log", ylim=(-0.03, 1.05))
+
+    door = load("bench_rl_door_key.json")
+    ax = axes[2]
+    if door:
+        online(ax, door["ppo"], "ppo")
+        offline(ax, door["runs"], door["dataset"]["env_steps"])
+        ax.axhline(door["dataset"]["return_mean"], ls=":", color="black", lw=1,
+                   label=f"random policy: {door['dataset']['return_mean']:.3f}")
+    ax.set(title="MiniGrid DoorKey-5x5", xlabel="env steps", ylabel="greedy eval return", xscale="log",
+           ylim=(-0.03, 1.05))
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7.5, loc="lower right")
+    fig.suptitle("Three routes from late reward to imitation: a critic's per-action reward (PPO, DQN), "
+                 "a model of returns asked for a high one (DT), imitating the best attempts (filtered BC)", fontsize=10)
+    fig.tight_layout()
+    out = REPO / "docs/rl_routes.png"
+    fig.savefig(out, dpi=110)
+    print(f"wrote {out}")
+
+
+SECTIONS = {"dt_cartpole": section_dt_cartpole, "key_to_door": section_key_to_door, "door_key": section_door_key,
+            "plot": section_plot}
 
 
 if __name__ == "__main__":
