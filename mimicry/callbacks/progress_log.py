@@ -65,13 +65,14 @@ class ProgressLog(pl.Callback):
     def line(self, trainer: pl.Trainer, now: float) -> str:
         step, total = trainer.global_step, trainer.estimated_stepping_batches
         elapsed = now - self._start
-        parts = [f"step {step}" + (f"/{int(total)} ({100 * step / total:.0f}%)" if math.isfinite(total) and total else "")]
+        known = math.isfinite(total) and total > 0  # Lightning gives max_steps (-1: none) for an iterable dataset
+        parts = [f"step {step}" + (f"/{int(total)} ({100 * step / total:.0f}%)" if known else "")]
         if trainer.max_epochs and trainer.max_epochs > 0:
             parts.append(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
         for name, value in scalar_metrics(trainer, "train/").items():
             if name == "train/loss" or name.endswith("_per_sec"):
                 parts.append(f"{name} {value:.4g}")
         done = step - self._first_step
-        left = (elapsed / done) * (total - step) if done > 0 and math.isfinite(total) else None
+        left = (elapsed / done) * (total - step) if done > 0 and known else None
         parts.append(f"{duration(elapsed)} elapsed" + (f", ~{duration(left)} left" if left is not None else ""))
         return " | ".join(parts)
