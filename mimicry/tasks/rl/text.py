@@ -1,0 +1,332 @@
+"""RL on text: a trained language model improved against a reward that comes only at the end.
+
+The environment: a prompt is the first state; each action appends one token; an episode ends
+after ``max_new_tokens`` tokens, and only then does the reward arrive, one number for the whole
+continuation (a dialogue agent hears whether its answer helped only after writing all of it).
+
+The policy is the GPT of an ``lm`` run (``init_from=LM_RUN_DIR``), with its tokenizer; a frozen
+copy of it (the *reference*) measures how far the policy has moved: the KL divergence to the
+starting model, which says whether the text is still the text the model learned to write.
+Generated tokens are the env steps (``rollout/env_steps``, also logged as
+``rollout/generated_tokens``), the x-axis of every curve. Each route adds its own imitation:
+text_ppo.py, text_filtered_bc.py, text_reward_conditioned.py.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mimicry.checkpoints import checkpoint_task_name, find_checkpoint, read_checkpoint
+from mimicry.data.tokenizers import tokenizer_from_state
+from mimicry.errors import MimicryError
+from mimicry.models.gpt import GPT
+from mimicry.rewards import build_reward, check_reward
+from mimicry.rewards.loading import as_scores
+from mimicry.tasks.rl.base import ReinforcementTask
+
+log = logging.getLogger("mimicry")
+
+LM_TASK = "mimicry.tasks.lm.LanguageModeling"
+
+
+@dataclass(frozen=True)
+class TextEnvironment:
+    """Prompts to continue and the length of a continuation (the episode)."""
+    name: str
+    prompts: tuple[str, ...]
+    max_new_tokens: int
+
+
+def read_lm_run(init_from: str | None) -> dict[str, Any]:
+    """What the policy is built from: the lm run's GPT settings and tokenizer, as plain values."""
+    if not init_from:
+        raise MimicryError("env=text fine-tunes a trained language model: give init_from=LM_RUN_DIR "
+                           "(a run of task=lm, e.g. mimicry train experiment=lm_baby_gpt)")
+    path = find_checkpoint(init_from)
+    checkpoint = read_checkpoint(path)
+    if checkpoint_task_name(checkpoint) != LM_TASK:
+        raise MimicryError(f"init_from={init_from} is a {checkpoint_task_name(checkpoint).rsplit('.', 1)[-1]} run; "
+                           f"RL on text starts from a run of task=lm")
+    saved = checkpoint["hyper_parameters"]
+    model = dict(saved["model"])
+    if model.pop("_target_", None) != "mimicry.models.gpt.GPT":
+        raise MimicryError(f"init_from={init_from}: its model is not mimicry's GPT; RL on text needs model=gpt")
+    spec = saved["data_spec"]
+    return {"model": model, "tokenizer": spec["tokenizer"], "vocab_size": int(spec["vocab_size"]), "run": str(path)}
+
+
+def lm_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The GPT weights of an lm run's checkpoint (its task keeps them under ``model.``)."""
+    checkpoint = read_checkpoint(find_checkpoint(path))
+    return {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+
+
+class TextReinforcementTask(ReinforcementTask):
+    throughput_unit = "tokens"
+    sample_options = ("prompt", "length", "temperature")
+    charts = {
+        **ReinforcementTask.charts,
+        "rl on text": {
+            "reward (rollout, eval)": [r"^rollout/return_mean$", r"^eval/return_mean$"],
+            "KL to the starting model": [r"^rollout/kl$", r"^eval/kl$"],
+        },
+    }
+
+    def __init__(self, model: dict, loss: dict, optim: dict, data_spec: dict, algo: dict, env: str = "text",
+                 seed: int = 0, total_env_steps: int = 100_000, eval_every_env_steps: int = 5_000,
+                 eval_episodes: int = 8, eval_seed: int = 10_000, stop_at_return: float | None = None,
+                 torch_threads: int | None = 1, sample_every_n_steps: int = 0, prompts: list[str] | None = None,
+                 max_new_tokens: int = 48, reward: dict | None = None, init_from: str | None = None,
+                 lm: dict | None = None):
+        super().__init__(model, loss, optim, data_spec, algo, env, seed, total_env_steps, eval_every_env_steps,
+                         eval_episodes, eval_seed, stop_at_return, torch_threads, sample_every_n_steps)
+        if lm is None:  # a new run (or a resumed one, rebuilt from its config): read the lm run
+            lm = read_lm_run(init_from)
+            self.hparams["lm"] = lm  # checkpoints carry it: sampling a run needs no lm run on disk
+        self.lm = lm
+        self.tokenizer = tokenizer_from_state(lm["tokenizer"])
+        self.vocab_size = lm["vocab_size"]
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise MimicryError(f"env.max_new_tokens={max_new_tokens!r}: must be a whole number ≥ 1, e.g. 48")
+        if not prompts or not all(isinstance(p, str) and p for p in prompts):
+            raise MimicryError(f"env.prompts={prompts!r}: give a list of non-empty prompts, e.g. "
+                               "env.prompts='[\"ROMEO:\\n\"]'")
+        self.spec = TextEnvironment("text", tuple(prompts), max_new_tokens)
+        self.prompt_ids = [self.encode_prompt(p) for p in prompts]
+        # Dropout off: PPO's probability ratios and the KL need the policy that acted, not a noisy one.
+        settings = {**lm["model"], "dropout": 0.0}
+        self.gpt = GPT(vocab_size=self.vocab_size, **settings)
+        self.reference = GPT(vocab_size=self.vocab_size, **settings)
+        self.reference.requires_grad_(False)
+        self._reward: Callable[[list[str]], list[float]] | None = None
+        self.build_route()
+
+    def build_route(self) -> None:
+        """What a route adds to the policy (a value head), and the checks of its own settings."""
+
+    def environment(self, env: str) -> None:
+        if env != "text":
+            raise MimicryError(f"algo={self.algo_name} fine-tunes a language model: it needs env=text, not env={env}")
+        return None  # the text environment is built from the prompts, once the tokenizer is known
+
+    def encode_prompt(self, prompt: str) -> torch.Tensor:
+        ids = self.tokenizer.encode(prompt)
+        if len(ids) == 0:
+            raise MimicryError(f"prompt {prompt!r} has no character the model knows; use text like its training text")
+        room = self.gpt_block_size() - self.spec.max_new_tokens
+        if len(ids) > room:
+            raise MimicryError(f"prompt {prompt!r} is {len(ids)} tokens; with env.max_new_tokens="
+                               f"{self.spec.max_new_tokens} "
+                               f"it must be at most {room} (the model's context is {self.gpt_block_size()}); "
+                               f"shorten it or lower env.max_new_tokens")
+        return ids
+
+    def gpt_block_size(self) -> int:
+        return int(self.lm["model"].get("block_size", 64))
+
+    # ---- init_from: the lm run's weights start both the policy and the reference -------------
+    def init_weights_from(self, path: str | Path) -> Path:
+        """Called by the runner for ``init_from`` (mimicry/checkpoints.py)."""
+        self.start_from(lm_weights(path))
+        return find_checkpoint(path)
+
+    def start_from(self, state: dict[str, torch.Tensor]) -> None:
+        """A GPT's weights become both the policy's start and the frozen reference."""
+        self.reference.load_state_dict(state)
+        self.gpt.load_state_dict(state)
+
+    # ---- the reward ----------------------------------------------------------------------------
+    @property
+    def reward_name(self) -> str:
+        return str((self.hparams.reward or {}).get("_target_"))
+
+    def reward_fn(self) -> Callable[[list[str]], list[float]]:
+        if self._reward is None:
+            self._reward = build_reward(self.hparams.reward or {})
+        return self._reward
+
+    def score(self, texts: list[str]) -> np.ndarray:
+        return np.asarray(as_scores(self.reward_fn()(texts), len(texts), self.reward_name), np.float64)
+
+    # ---- episodes: prompts continued by the policy ------------------------------------------
+    def condition(self, n: int) -> dict[str, torch.Tensor]:
+        """What the policy is told besides the prompt (the reward-conditioned route: the return asked for)."""
+        return {}
+
+    def counts_per_prompt(self, episodes: int) -> list[int]:
+        """``episodes`` continuations spread over the prompts as evenly as they go."""
+        n = len(self.prompt_ids)
+        return [episodes // n + (i < episodes % n) for i in range(n)]
+
+    def generate(self, group: dict[str, Any], start: torch.Tensor, generator: torch.Generator | None,
+                 temperature: float) -> torch.Tensor:
+        """``start`` (B, P) followed by max_new_tokens sampled tokens: the GPT's own generate."""
+        return self.gpt.generate(start, self.spec.max_new_tokens, temperature=temperature, generator=generator)
+
+    @torch.no_grad()
+    def continue_prompts(self, counts: list[int], generator: torch.Generator | None = None,
+                         temperature: float = 1.0) -> list[dict[str, Any]]:
+        """One group of episodes per prompt (a group shares its prompt's length): the token
+        sequences (prompt + continuation), the actions (continuation tokens), the texts."""
+        groups = []
+        for prompt, n in zip(self.prompt_ids, counts):
+            if n == 0:
+                continue
+            group = {"context": len(prompt), **{k: v.to(self.device) for k, v in self.condition(n).items()}}
+            group["tokens"] = self.generate(group, prompt.unsqueeze(0).repeat(n, 1).to(self.device), generator,
+                                            temperature)
+            group["action"] = group["tokens"][:, group["context"]:]
+            group["text"] = [self.tokenizer.decode(row) for row in group["action"].cpu()]
+            groups.append(group)
+        return groups
+
+    def sample_episodes(self, episodes: int) -> list[dict[str, Any]]:
+        """Continuations from the current policy, scored: what every route learns from."""
+        groups = self.continue_prompts(self.counts_per_prompt(episodes))
+        for group in groups:
+            group["reward"] = torch.as_tensor(self.score(group["text"]), dtype=torch.float32)
+        rewards = torch.cat([g["reward"] for g in groups])
+        generated = sum(g["action"].numel() for g in groups)
+        self.env_steps += generated
+        self.episode_stats(rewards.tolist(), [self.spec.max_new_tokens] * len(rewards))
+        self.rollout_stats["rollout/generated_tokens"] = float(self.env_steps)
+        self.rollout_stats["rollout/kl"] = float(torch.cat([self.kl_to_reference(g) for g in groups]).mean())
+        self.time_env_steps()
+        return groups
+
+    # ---- the policy's view of a sequence -------------------------------------------------------
+    def input_embeddings(self, batch: dict[str, Any]) -> torch.Tensor:
+        """What the policy's transformer reads: every token but the last (each one predicts the next)."""
+        return self.gpt.embed(batch["tokens"][:, :-1])
+
+    def hidden_at_actions(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The policy's last hidden state at each position that chose an action (B, T, n_embd):
+        position context-1 chose the first generated token, and so on."""
+        return self.gpt.trunk(self.input_embeddings(batch))[:, batch["context"] - 1:]
+
+    def action_logits(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The policy's logits over the vocabulary at each action (B, T, V)."""
+        return self.gpt.lm_head(self.hidden_at_actions(batch))
+
+    @torch.no_grad()
+    def reference_logits(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The starting model's logits at each action."""
+        return self.reference(batch["tokens"][:, :-1])[:, batch["context"] - 1:]
+
+    @torch.no_grad()
+    def kl_to_reference(self, group: dict[str, Any]) -> torch.Tensor:
+        """KL(policy ‖ start) of each continuation (B,): at every generated position the exact KL
+        between the two next-token distributions, summed over the positions. Zero for the start."""
+        logp = F.log_softmax(self.action_logits(group), -1)
+        logq = F.log_softmax(self.reference_logits(group), -1)
+        return (logp.exp() * (logp - logq)).sum(-1).sum(-1)
+
+    # ---- evaluation: fixed prompts and seeds -------------------------------------------------
+    def evaluate(self) -> dict[str, Any]:
+        was_training = self.training
+        self.eval()
+        try:
+            generator = torch.Generator(device=self.device).manual_seed(self.hparams.eval_seed)
+            groups = self.continue_prompts([self.hparams.eval_episodes] * len(self.prompt_ids), generator)
+            rewards = np.concatenate([self.score(g["text"]) for g in groups])
+            kl = torch.cat([self.kl_to_reference(g) for g in groups]).cpu().numpy()
+        finally:
+            self.train(was_training)
+        return {"rewards": rewards, "kl": kl, "groups": groups}
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        result = self.evaluate()
+        for name, value in (("eval/return_mean", result["rewards"].mean()), ("eval/return_std", result["rewards"].std()),
+                            ("eval/kl", result["kl"].mean()), ("rollout/env_steps", self.env_steps),
+                            ("rollout/generated_tokens", self.env_steps)):
+            self.log(name, float(value), prog_bar=name == "eval/return_mean", batch_size=1)
+        self.write_samples(result, self.global_step)
+
+    def write_samples(self, result: dict[str, Any], step: int) -> None:
+        """The first two continuations of each prompt, with their rewards, in TensorBoard's text tab."""
+        writer = self.tensorboard()
+        if writer is None or not self.trainer.is_global_zero:
+            return
+        lines, index = [], 0
+        for prompt, group in zip(self.spec.prompts, result["groups"]):
+            for i, text in enumerate(group["text"]):
+                if i < 2:
+                    lines.append(f"reward {result['rewards'][index + i]:.2f}, KL {result['kl'][index + i]:.1f}:")
+                    lines += ["    " + line for line in (prompt + text).splitlines()] + [""]
+            index += len(group["text"])
+        writer.add_text("samples/text", "\n".join(lines), step)
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        check_reward(self.reward_fn(), self.reward_name)  # a broken reward fails before any work
+        if self.env_steps == 0 and self.global_step == 0:  # "before": the starting model, at step 0
+            result = self.evaluate()
+            writer = self.tensorboard()
+            if writer is not None and self.trainer.is_global_zero:
+                for name, value in (("eval/return_mean", result["rewards"].mean()), ("eval/kl", result["kl"].mean()),
+                                    ("rollout/env_steps", 0.0), ("rollout/generated_tokens", 0.0)):
+                    writer.add_scalar(name, float(value), 0)
+                self.write_samples(result, 0)
+            log.info(f"starting model: eval/return_mean {result['rewards'].mean():.3f} on "
+                     f"{len(result['rewards'])} fixed continuations (reward {self.reward_name})")
+
+    def imitate_continuations(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Cross-entropy on the generated tokens only (the prompt is context, not something to copy)."""
+        reference = batch["action"]                                       # the tokens to imitate
+        prediction = self.action_logits(batch)                           # logits at those positions
+        loss = self.imitate(prediction.reshape(-1, prediction.size(-1)), reference.reshape(-1))
+        if self.is_logging_step():
+            self.log_rollout(len(reference))
+        return loss
+
+    def minibatches(self, groups: list[dict[str, Any]], rows: list[torch.Tensor],
+                    fields: tuple[str, ...] = ("action",)) -> Iterator[dict[str, Any]]:
+        """Shuffled minibatches of whole continuations (``rows`` of each group), one prompt length
+        each; algo.batch_size counts tokens (env steps), as on CartPole."""
+        size = max(1, self.algo["batch_size"] // self.spec.max_new_tokens)
+        chunks = [(g, r[order[i:i + size]]) for g, r in zip(groups, rows) for order in [torch.randperm(len(r))]
+                  for i in range(0, len(r), size)]
+        random.shuffle(chunks)
+        for g, index in chunks:
+            yield {"tokens": g["tokens"][index], "context": g["context"], **{k: g[k][index] for k in fields}}
+
+    def count_items(self, batch: dict[str, Any]) -> int:
+        return int(batch["action"].numel())
+
+    def act(self, obs: torch.Tensor, greedy: bool) -> torch.Tensor:
+        raise MimicryError("a text policy continues prompts; use mimicry sample RUN_DIR prompt=... length=...")
+
+    # ---- mimicry sample ------------------------------------------------------------------------
+    def generate_samples(self, out_dir: Path, n: int, seed: int, **options: Any) -> list[Path]:
+        """Continue ``prompt`` (default: the run's prompts) n times each; scored when the reward loads."""
+        length = int(options.get("length", self.spec.max_new_tokens))
+        if "prompt" in options:
+            self.prompt_ids = [self.encode_prompt(str(options["prompt"]))]
+            prompts = [str(options["prompt"])]
+        else:
+            prompts = list(self.spec.prompts)
+        self.spec = TextEnvironment("text", tuple(prompts), length)
+        for ids in self.prompt_ids:
+            self.encode_prompt(self.tokenizer.decode(ids))  # the new length must still fit the context
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        groups = self.continue_prompts([n] * len(prompts), generator, float(options.get("temperature", 1.0)))
+        try:
+            scores = [self.score(g["text"]) for g in groups]
+        except MimicryError as error:  # e.g. a reward that needs a file not here: the text is still worth seeing
+            log.warning(f"continuations not scored: {error}")
+            scores = [None] * len(groups)
+        blocks = []
+        for prompt, group, score in zip(prompts, groups, scores):
+            for i, text in enumerate(group["text"]):
+                head = f"[reward {score[i]:.3f}]\n" if score is not None else ""
+                blocks.append(head + prompt + text)
+        path = out_dir / f"samples_seed{seed}.txt"
+        path.write_text("\n\n=====\n\n".join(blocks), encoding="utf-8")
+        return [path]

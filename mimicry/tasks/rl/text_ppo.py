@@ -1,0 +1,87 @@
+"""PPO on text: a value head on the GPT gives every generated token a reward of its own.
+
+The same PPO as CartPole's (``ppo_step``: mimicry/losses/policy.py's objective, and the same GAE):
+only the rollout differs. One action = one token; the critic is a linear head on the GPT's last
+hidden state. Each token's reward is a penalty for leaving the starting model,
+-kl_coef · (log π(token) − log π_start(token)), and the last token also gets the text's reward
+(Ziegler et al. 2019; InstructGPT): without the penalty the policy may find text that games the
+reward and is no longer the language it learned.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mimicry.data.rollouts import gae
+from mimicry.errors import MimicryError
+from mimicry.tasks.rl.ppo import annealed_clip_range, ppo_step
+from mimicry.tasks.rl.text import TextReinforcementTask
+
+
+class TextPPO(TextReinforcementTask):
+    algo_name = "ppo"
+    whole_number_settings = ("num_envs", "batch_size", "update_epochs")
+
+    def build_route(self) -> None:
+        if self.algo["kl_coef"] < 0:
+            raise MimicryError(f"algo.kl_coef={self.algo['kl_coef']}: must be ≥ 0, e.g. 0.05")
+        self.value_head = nn.Linear(self.gpt.lm_head.in_features, 1)
+        nn.init.zeros_(self.value_head.weight)
+        nn.init.zeros_(self.value_head.bias)
+
+    def policy_and_value(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits over the vocabulary (B, T, V) and the critic's value (B, T) at each action."""
+        hidden = self.hidden_at_actions(batch)
+        return self.gpt.lm_head(hidden), self.value_head(hidden).squeeze(-1)
+
+    # ---- the rollout: continuations, per-token rewards, GAE ------------------------------------
+    @torch.no_grad()
+    def collect(self) -> list[dict[str, Any]]:
+        a = self.algo
+        groups = self.sample_episodes(a["num_envs"])
+        for g in groups:
+            logits, values = self.policy_and_value(g)
+            logprob = F.log_softmax(logits, -1).gather(-1, g["action"].unsqueeze(-1)).squeeze(-1)
+            ref = F.log_softmax(self.reference_logits(g), -1)
+            ref_logprob = ref.gather(-1, g["action"].unsqueeze(-1)).squeeze(-1)
+            rewards = -a["kl_coef"] * (logprob - ref_logprob)       # every token: stay near the start
+            rewards[:, -1] += g["reward"].to(rewards.device)         # the last one: the text's reward
+            last = torch.zeros_like(rewards, dtype=torch.bool)
+            last[:, -1] = True                                       # the episode really ends there
+            next_values = torch.cat([values[:, 1:], torch.zeros_like(values[:, :1])], dim=1)
+            advantage, returns = gae(rewards.T, values.T, next_values.T, last.T, torch.zeros_like(last.T),
+                                     a["gamma"], a["gae_lambda"])  # GAE runs over (T, N)
+            g.update({"logprob": logprob, "value": values, "advantage": advantage.T, "return": returns.T})
+        values = torch.cat([g["value"].flatten() for g in groups])
+        returns = torch.cat([g["return"].flatten() for g in groups])
+        variance = returns.var()
+        self.rollout_stats["rollout/explained_variance"] = float(1 - (returns - values).var() / variance) \
+            if variance > 0 else 0.0
+        return groups
+
+    def batches(self) -> Iterator[dict[str, Any]]:
+        end = self.epoch_end_env_steps()
+        while self.env_steps < end:
+            groups = self.collect()
+            every = [torch.arange(len(g["action"])) for g in groups]
+            for _ in range(self.algo["update_epochs"]):
+                yield from self.minibatches(groups, every, ("action", "logprob", "advantage", "return"))
+        self.stop_clock()
+
+    # ---- learning: the same PPO step as CartPole's, one row per generated token --------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        logits, values = self.policy_and_value(batch)
+        flat = {k: batch[k].reshape(-1) for k in ("action", "logprob", "advantage", "return")}
+        clip = annealed_clip_range(self.algo, self.env_steps, self.hparams.total_env_steps)
+        return ppo_step(self, logits.reshape(-1, logits.size(-1)), values.reshape(-1), flat, clip)
+
+    def planned_updates(self) -> int:
+        a = self.algo
+        rollouts = math.ceil(self.hparams.total_env_steps / (a["num_envs"] * self.spec.max_new_tokens))
+        per_batch = max(1, a["batch_size"] // self.spec.max_new_tokens)
+        chunks = sum(math.ceil(n / per_batch) for n in self.counts_per_prompt(a["num_envs"]))
+        return rollouts * a["update_epochs"] * chunks

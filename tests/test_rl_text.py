@@ -1,0 +1,160 @@
+"""RL on text: each route (ppo, filtered_bc, reward_conditioned) raises a reward given only at the end
+of a continuation, starting from a tiny trained GPT; the KL to the starting model is zero for the
+unchanged model; bad input fails in one line; one real run through the CLI logs what people look
+at, samples, resumes, and its checkpoint builds nothing foreign."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import read_events, run_dirs, run_mimicry, summary
+from mimicry.checkpoints import load_task
+from mimicry.errors import MimicryError
+from mimicry.models.gpt import GPT
+from mimicry.rewards import build_reward, check_reward
+from mimicry.tasks.rl.text import read_lm_run
+from mimicry.tasks.rl.text_filtered_bc import TextFilteredBC
+from mimicry.tasks.rl.text_ppo import TextPPO
+from mimicry.tasks.rl.text_reward_conditioned import TextRewardConditioned
+
+# the in-process tests call training_step without a Trainer, where self.log only warns
+pytestmark = pytest.mark.filterwarnings("ignore:You are trying to")
+
+VOCAB = " \nab"
+SETTINGS = {"block_size": 24, "n_layer": 1, "n_head": 2, "n_embd": 32, "dropout": 0.0, "bias": False}
+LM = {"model": SETTINGS, "tokenizer": {"kind": "char", "vocab": VOCAB}, "vocab_size": len(VOCAB), "run": "in-process"}
+# the reward: the share of letters that are not "a" (here: the share of b's); the tiny LM writes about half
+REWARD = {"_target_": "mimicry.rewards.text.avoid_letter", "letter": "a"}
+PROMPTS = ["a", "b a"]
+ROUTES = {
+    "ppo": (TextPPO, {"num_envs": 32, "batch_size": 128, "update_epochs": 2, "gamma": 1.0, "gae_lambda": 0.95,
+                      "clip_range": 0.2, "clip_anneal": False, "normalize_advantage": True, "ent_coef": 0.0,
+                      "vf_coef": 0.5, "kl_coef": 0.01},
+            {"_target_": "torch.nn.MSELoss"}),
+    "filtered_bc": (TextFilteredBC, {"episodes_per_iteration": 32, "keep_fraction": 0.25, "batch_size": 128,
+                                     "update_epochs": 2},
+                    {"_target_": "torch.nn.CrossEntropyLoss"}),
+    "reward_conditioned": (TextRewardConditioned, {"episodes_per_iteration": 32, "buckets": 2,
+                                                   "pool_size": 256, "batch_size": 128, "updates_per_iteration": 8,
+                                                   "return_gain": 30.0},
+                           {"_target_": "torch.nn.CrossEntropyLoss"}),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_lm() -> dict[str, torch.Tensor]:
+    """A GPT trained for a second on random lines of a's and b's (so it writes about half of each)."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    text = "".join("".join(rng.choice(list("ab "), size=rng.integers(4, 12))) + "\n" for _ in range(2000))
+    ids = torch.tensor([VOCAB.index(c) for c in text])
+    gpt = GPT(vocab_size=len(VOCAB), **SETTINGS)
+    optimizer = torch.optim.AdamW(gpt.parameters(), lr=3e-3)
+    for _ in range(80):
+        starts = torch.randint(0, len(ids) - 25, (32,))
+        window = torch.stack([ids[s:s + 25] for s in starts])
+        loss = torch.nn.functional.cross_entropy(gpt(window[:, :-1]).reshape(-1, len(VOCAB)), window[:, 1:].reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return gpt.state_dict()
+
+
+def build(route: str, state: dict[str, torch.Tensor], **changes):
+    cls, algo, loss = ROUTES[route]
+    task = cls(model={}, loss=loss, optim={"lr": 3e-3}, data_spec={}, algo={**algo, **changes}, env="text",
+               total_env_steps=10_000, eval_every_env_steps=10_000, eval_episodes=32, prompts=PROMPTS,
+               max_new_tokens=12, reward=REWARD, lm=copy.deepcopy(LM))
+    task.start_from(state)
+    return task
+
+
+@pytest.mark.parametrize("route", list(ROUTES))
+def test_each_route_raises_the_reward_of_a_tiny_trained_lm(tiny_lm, route):
+    torch.manual_seed(1)
+    task = build(route, tiny_lm)
+    before = task.evaluate()  # fixed prompts and seeds
+    assert np.allclose(before["kl"], 0.0, atol=1e-4)  # the unchanged model is the reference
+    optimizer = torch.optim.Adam([p for p in task.parameters() if p.requires_grad], lr=3e-3)
+    for _ in range(4):  # iterations: sample, score, learn
+        task.hparams.total_env_steps = task.env_steps + 1  # batches() acts once, then learns from it
+        task.hparams.eval_every_env_steps = task.env_steps + 1
+        for batch in task.batches():
+            optimizer.zero_grad()
+            task.training_step(batch, 0).backward()
+            optimizer.step()
+    after = task.evaluate()
+    assert after["rewards"].mean() > before["rewards"].mean() + 0.1, (route, before["rewards"].mean(),
+                                                                       after["rewards"].mean())
+    assert after["kl"].mean() > 0.01  # it moved away from the start, and the KL says so
+    assert task.env_steps == 4 * 32 * 12  # generated tokens are the env steps
+
+
+def test_ppo_per_token_rewards_are_only_the_final_reward_for_the_unchanged_model(tiny_lm):
+    task = build("ppo", tiny_lm, kl_coef=0.5, gae_lambda=1.0)
+    groups = task.collect()
+    for g in groups:  # each token's KL penalty is zero: the returns (γ = λ = 1) are the final reward everywhere
+        expected = g["reward"].unsqueeze(1).expand_as(g["return"])
+        assert torch.allclose(g["return"], expected, atol=1e-5)
+    assert float(torch.cat([task.kl_to_reference(g) for g in groups]).abs().max()) < 1e-4
+
+
+def test_bad_input_fails_in_one_line(tiny_lm, trained_lm, tmp_path):
+    with pytest.raises(MimicryError, match="init_from=LM_RUN_DIR"):
+        read_lm_run(None)
+    crafted = torch.load(trained_lm / "checkpoints" / "last.ckpt", weights_only=True)
+    crafted["mimicry"]["task"] = "mimicry.tasks.gan.GAN"
+    torch.save(crafted, tmp_path / "gan.ckpt")
+    with pytest.raises(MimicryError, match="is a GAN run; RL on text starts from a run of task=lm"):
+        read_lm_run(str(tmp_path / "gan.ckpt"))
+    with pytest.raises(MimicryError, match="cannot be imported"):
+        build_reward({"_target_": "no_such_module.reward"})
+    with pytest.raises(MimicryError, match="does not take"):
+        build_reward({"_target_": "mimicry.rewards.text.avoid_letter", "words": ["x"]})
+    with pytest.raises(MimicryError, match="returned 1 numbers for 2 texts"):
+        check_reward(lambda texts: [1.0], "one_number")
+    with pytest.raises(MimicryError, match="one number per text"):
+        check_reward(lambda texts: 1.0, "a_float")
+    with pytest.raises(MimicryError, match="must be at most 12 .*context is 24"):
+        build("ppo", tiny_lm).__class__(model={}, loss={"_target_": "torch.nn.MSELoss"}, optim={}, data_spec={},
+                                        algo=ROUTES["ppo"][1], prompts=["a" * 13], max_new_tokens=12, reward=REWARD,
+                                        lm=copy.deepcopy(LM))
+    with pytest.raises(MimicryError, match="needs env=text"):
+        TextPPO(model={}, loss={}, optim={}, data_spec={}, algo=ROUTES["ppo"][1], env="cartpole", lm=copy.deepcopy(LM))
+
+
+def test_text_ppo_runs_end_to_end_samples_resumes_and_stays_safe(trained_lm, tmp_path):
+    args = ["task=rl", "env=text", "algo=ppo", f"init_from={trained_lm}", "env.prompts=[def]", "env.max_new_tokens=8",
+            "reward=contains_words", "reward.words=[self]", "algo.num_envs=8", "algo.batch_size=32",
+            "algo.update_epochs=1", "task.total_env_steps=128", "task.eval_every_env_steps=96", "task.eval_episodes=4",
+            "trainer.log_every_n_steps=1"]
+    run_mimicry(tmp_path, "train", *args)
+    (run_dir,) = run_dirs(tmp_path)
+    result = summary(run_dir)
+    assert result["status"] == "completed" and result["metrics"]["rollout/generated_tokens"] == 128
+    events = read_events(run_dir)
+    for tag in ("rollout/return_mean", "rollout/kl", "rollout/generated_tokens", "eval/return_mean", "eval/kl",
+                "train/policy_loss", "train/value_loss", "train/approx_kl"):
+        assert tag in events["scalars"], tag
+    assert events["scalars"]["eval/kl"][0] == (0, pytest.approx(0.0, abs=1e-4))  # before: the start itself
+    text_steps = [step for step, _ in events["text"]["samples/text/text_summary"]]
+    assert text_steps[0] == 0 and len(text_steps) >= 2 and "    def" in events["text"]["samples/text/text_summary"][0][1]
+
+    # sampling needs no lm run on disk (the checkpoint carries its settings) and scores with the built-in reward
+    task = load_task(run_dir)
+    (written,) = task.generate_samples(tmp_path, n=2, seed=0)
+    assert written.read_text().count("[reward ") == 2 and "def" in written.read_text()
+
+    # a checkpoint whose reward names a foreign function builds nothing
+    crafted = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    crafted["hyper_parameters"]["reward"]["_target_"] = "os.system"
+    torch.save(crafted, tmp_path / "crafted.ckpt")
+    with pytest.raises(MimicryError, match="refusing to build 'os.system'"):
+        load_task(tmp_path / "crafted.ckpt")
+
+    # resume: the generated-token counter continues up to the new total
+    run_mimicry(tmp_path, "train", f"resume={run_dir}", "task.total_env_steps=192")
+    assert summary(run_dir)["metrics"]["rollout/generated_tokens"] == 192
