@@ -8,8 +8,8 @@ from importlib.resources import files
 
 import yaml
 
-GROUPS = ("task", "model", "loss", "data", "tokenizer", "algo", "env", "trainer", "logger", "callbacks", "experiment",
-          "hparams_search")
+GROUPS = ("task", "model", "loss", "data", "tokenizer", "algo", "env", "reward", "trainer", "logger", "callbacks",
+          "experiment", "hparams_search")
 
 
 def describe(text: str) -> str:
