@@ -160,3 +160,12 @@ def test_memorizer_scores_as_a_copy():
     assert memorization(drawn, train, value_range="unit")["copy_rate"] == 1.0
     # real held-out images are not copies: the metric tells the two apart
     assert memorization(to_unit(data.val_images()[:64], "signed"), train, value_range="unit")["copy_rate"] < 0.2
+
+
+def test_image_lookup_task_scores_as_a_copy_at_the_fid_floor(tmp_path):
+    run_mimicry(tmp_path, "train", "task=image_lookup", "task.metrics_samples=200", "task.feature_net.width=8",
+                "task.feature_net.steps=60", "task.sample_every_n_steps=0")
+    (run_dir,) = run_dirs(tmp_path)
+    metrics = summary(run_dir)["metrics"]
+    assert metrics["val/copy_rate"] == 1.0  # every draw is a stored training image
+    assert metrics["val/fid"] < 2 * metrics["val/fid_floor"] + 1.0  # and it scores like real training images

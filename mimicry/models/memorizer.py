@@ -35,8 +35,8 @@ class ImageMemorizer(nn.Module):
 
     def draw(self, n: int, seed: int, labels: torch.Tensor | None = None) -> torch.Tensor:
         """n stored images picked at random (of the asked-for classes when ``labels`` is given)."""
-        if len(self.images) == 0:
-            raise MimicryError("the memorizer has seen no images yet: train it first")
+        if len(self.images) == 0:  # nothing remembered yet (the samples drawn before training): blank images
+            return self.images.new_zeros(n, *self.images.shape[1:])
         generator = torch.Generator().manual_seed(seed)
         if labels is None:
             return self.images[torch.randint(len(self.images), (n,), generator=generator)]
@@ -51,6 +51,8 @@ class ImageMemorizer(nn.Module):
         """The stored image nearest (in pixels) to each of ``images``: what the memorizer "predicts"."""
         from mimicry.metrics.distances import nearest
 
+        if len(self.images) == 0:  # nothing remembered yet: a blank guess
+            return torch.zeros_like(images)
         _, index = nearest(images.flatten(1).float(), self.images.flatten(1).float())
         return self.images[index]
 

@@ -20,6 +20,7 @@ from typing import Any, Iterator
 import torch
 
 from mimicry.errors import MimicryError
+from mimicry.output_paths import ensure_writable_dir
 from mimicry.probes.common import ProbedRun, batches_of, save_json, whole
 from mimicry.tasks.base import ImitationTask
 
@@ -76,10 +77,10 @@ def sharpness(task: ImitationTask, batches: list[Any], eps: list[float], draws: 
             for epsilon in eps:
                 rises = []
                 for _ in range(draws):
-                    z = [torch.randn(w.shape, generator=generator) for w in weights]
+                    z = [torch.randn(w.shape, generator=generator).to(w) for w in weights]
                     rises.append(loss_at(epsilon, z).item() - base)
                 worst = max(rises) if rises else 0.0
-                z = [torch.randn(w.shape, generator=generator) for w in weights]
+                z = [torch.randn(w.shape, generator=generator).to(w) for w in weights]
                 for _ in range(ascent_steps if epsilon > 0 else 0):
                     loss = loss_at(epsilon, z, grad=True)
                     worst = max(worst, loss.item() - base)
@@ -152,18 +153,20 @@ def check_eps(eps: Any) -> list[float]:
     return [float(e) for e in values]
 
 
-def write(run: ProbedRun, result: dict) -> None:
-    """JSON, PNG and TensorBoard (figure + text table) for one run."""
-    out = run.out_dir
-    save_json(out / "sharpness.json", result)
-    png = plot({type(run.task.model).__name__: result}, out / "sharpness.png", f"sharpness: {run.run_dir.name[:60]}")
-    writer = run.writer()
-    from PIL import Image
+def write(run_dir: Path, model_name: str, result: dict, step: int = 0) -> Path:
+    """JSON, PNG and TensorBoard (the picture + the table as text) in a run directory; returns the PNG."""
     import numpy as np
+    from PIL import Image
+    from torch.utils.tensorboard import SummaryWriter
 
-    writer.add_image("probes/sharpness", np.asarray(Image.open(png).convert("RGB")), 0, dataformats="HWC")
-    writer.add_text("probes/sharpness", "\n".join("    " + line for line in table_text(result).splitlines()), 0)
+    out = ensure_writable_dir(run_dir / "probes", "", fix="probes write into the run directory: copy it somewhere writable")
+    save_json(out / "sharpness.json", result)
+    png = plot({model_name: result}, out / "sharpness.png", f"sharpness: {run_dir.name[:60]}")
+    writer = SummaryWriter(str(run_dir / "tb"))
+    writer.add_image("probes/sharpness", np.asarray(Image.open(png).convert("RGB")), step, dataformats="HWC")
+    writer.add_text("probes/sharpness", "\n".join("    " + line for line in table_text(result).splitlines()), step)
     writer.close()
+    return png
 
 
 def main(run: ProbedRun, options: dict[str, Any]) -> int:
@@ -172,7 +175,7 @@ def main(run: ProbedRun, options: dict[str, Any]) -> int:
     batches = batches_of(run.datamodule().train_dataloader(), count)
     result = sharpness(run.task, batches, eps, whole(options, "draws", 0), whole(options, "ascent_steps", 0),
                        int(options["seed"]))
-    write(run, result)
+    write(run.run_dir, type(run.task.model).__name__, result)
     print(table_text(result))
     print(f"wrote {run.out_dir / 'sharpness.json'} and {run.out_dir / 'sharpness.png'}")
     return 0
