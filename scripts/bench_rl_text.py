@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -132,6 +133,7 @@ def main() -> None:
     routes = {}
     for algo in ROUTES:
         run_dir = WORK / algo
+        shutil.rmtree(run_dir, ignore_errors=True)  # a previous run's events would mix into the curves
         wall, cpu = mimicry(WORK, "train", "task=rl", "env=text", f"algo={algo}", f"init_from={lm_dir}", *REWARD,
                             f"task.total_env_steps={args.tokens}", f"task.eval_every_env_steps={args.eval_every}",
                             f"hydra.run.dir={run_dir}")
