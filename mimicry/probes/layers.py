@@ -2,8 +2,8 @@
 together? For each layer, every query (a held-out example) finds its ``k`` nearest training
 examples (cosine similarity of that layer's vectors); agreement is the share of them that carry
 the query's label. Labels: the next token for ``lm`` (a GPT: after the embedding and after each
-block), the class for a classifier run (after each convolutional block, averaged over the image,
-then the logits). ``chance`` is what neighbours drawn at random would score.
+block), the class for a classifier run (the raw pixels as a baseline, after each convolutional
+block, averaged over a 4×4 grid, then the logits). ``chance`` is what neighbours drawn at random would score.
 """
 from __future__ import annotations
 
@@ -36,12 +36,13 @@ def gpt_layers(model: GPT, idx: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
 
 @torch.no_grad()
 def classifier_layers(model: CNNClassifier, images: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
-    """(name, vectors (B, channels)) after each convolutional block (averaged over the image), and the logits."""
-    found, x = [], images
+    """(name, vectors) of the raw pixels (the baseline), after each convolutional block (averaged over a
+    4×4 grid of the image: what is where survives, the size stays small), and of the logits."""
+    found, x = [("pixels", images.flatten(1))], images
     blocks = [m for m in model.body if isinstance(m, nn.Sequential)]
     for i, block in enumerate(blocks):
         x = block(x)
-        found.append((f"conv {i + 1}", x.mean(dim=(2, 3))))
+        found.append((f"conv {i + 1}", F.adaptive_avg_pool2d(x, 4).flatten(1)))
     found.append(("logits", model.head(x.mean(dim=(2, 3)))))
     return found
 
@@ -134,7 +135,7 @@ def plot(result: dict[str, Any], path, title: str) -> None:
     ax.set_ylim(0, 1)
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
