@@ -12,6 +12,12 @@ as many real training images. All samplers use the same n, so their FIDs compare
     python scripts/bench_diffusion.py                            # offline: MNIST test split from ../shared/data
     python scripts/bench_diffusion.py --samples 300 --ddpm-steps 1000
     python scripts/bench_diffusion.py --skip-training            # re-score the models trained last time
+    python scripts/bench_diffusion.py --loss eps --no-conditional --samplers DDIM-50 DPM-Solver++-20 \
+        --no-figures --out scripts/results/bench_diffusion_eps.json   # another objective, a few samplers
+
+The GAN's row at the same budget comes from `python scripts/bench_gan.py --losses ns
+--conditional-losses --samples 500 --runs-dir outputs/bench_gan_500 --out
+scripts/results/bench_gan_ns_500.json`, copied in (`--gan-results`) when its n and reference match.
 
 Writes scripts/results/bench_diffusion.json, docs/diffusion_samplers.png (a row of the same seeds per
 sampler), docs/diffusion_guidance.png (columns are the asked-for classes) and docs/diffusion_trajectory.png.
@@ -88,6 +94,19 @@ def timed_draw(task, n: int, seed: int, workers: int, labels: torch.Tensor | Non
     return torch.cat([images for images, _ in done]), sum(cpu for _, cpu in done), time.perf_counter() - wall
 
 
+def gan_rows(path: Path, n: int, floor: dict) -> dict | None:
+    """bench_gan's rows, if that run scored as many samples against the same reference (same floor)."""
+    if not path.is_file():
+        return None
+    gan = json.loads(path.read_text())
+    same_floor = abs(gan["real_vs_real"]["fid"] - floor["fid"]) < 1e-6
+    if gan["setup"]["samples"] != n or not same_floor:
+        print(f"  {path.name}: another n or reference (floor FID {gan['real_vs_real']['fid']:.2f}); not copied")
+        return None
+    return {"source": str(path.relative_to(REPO)), "cpu_budget_s_per_run": gan["setup"]["cpu_budget_s_per_run"],
+            "runs": gan["runs"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cpu-budget-s", type=int, default=280, help="training CPU seconds per model (bench_gan's)")
@@ -95,12 +114,24 @@ def main() -> None:
     parser.add_argument("--loss", default="v", help="eps | x0 | v (the task default: v)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workers", type=int, default=3, help="processes that draw each sampler's images")
-    parser.add_argument("--samples", type=int, default=1000, help="images per sampler (at most the test split's size)")
+    parser.add_argument("--samples", type=int, default=500,
+                        help="images per sampler (at most the test split's size; DDPM-1000 costs ~2 CPU s each)")
+    parser.add_argument("--samplers", nargs="*", default=None, help="score only these rows (e.g. DDIM-50)")
+    parser.add_argument("--spacing", default=None, help="levels visited by the fast samplers; default: the model's")
+    parser.add_argument("--clip", action=argparse.BooleanOptionalAction, default=None,
+                        help="clip each step's predicted x0 to [-1, 1]; default: the model's setting")
+    parser.add_argument("--conditional", action=argparse.BooleanOptionalAction, default=True,
+                        help="also train and score the class-conditional model (guidance)")
+    parser.add_argument("--figures", action=argparse.BooleanOptionalAction, default=True,
+                        help="write docs/diffusion_*.png")
+    parser.add_argument("--gan-results", default=str(REPO / "scripts" / "results" / "bench_gan_ns_500.json"),
+                        help="bench_gan's JSON at the same budget and n: its rows are copied beside the samplers")
     parser.add_argument("--ddpm-steps", type=int, default=1000, help="DDPM's steps (T for the real thing)")
     parser.add_argument("--guidance", type=float, nargs="*", default=[1.0, 3.0])
     parser.add_argument("--data-root", default=str(REPO.parent / "shared" / "data"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--skip-training", action="store_true", help="score the runs already in outputs/bench_diffusion")
+    parser.add_argument("--skip-training", action="store_true", help="score the runs already in --runs-dir")
+    parser.add_argument("--runs-dir", default=str(REPO / "outputs" / "bench_diffusion"))
     parser.add_argument("--out", default=str(REPO / "scripts" / "results" / "bench_diffusion.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -114,11 +145,12 @@ def main() -> None:
     reference = extract(test, net)
     floor = sample_metrics((data.train_images()[:n] + 1) / 2, reference, net)  # real training images, same n
 
-    runs = {name: REPO / "outputs" / "bench_diffusion" / f"{name}_{args.loss}" for name in ("unconditional", "conditional")}
+    names = ("unconditional", "conditional") if args.conditional else ("unconditional",)
+    runs = {name: Path(args.runs_dir).resolve() / f"{name}_{args.loss}" for name in names}
     if not args.skip_training:
         for run_dir in runs.values():
             run_dir.parent.mkdir(parents=True, exist_ok=True)
-        print(f"training both models for {args.cpu_budget_s} CPU seconds each, side by side ...", flush=True)
+        print(f"training {' and '.join(runs)} for {args.cpu_budget_s} CPU seconds each, side by side ...", flush=True)
         started = time.perf_counter()
         processes = {name: train(name == "conditional", args, run_dir) for name, run_dir in runs.items()}
         for name, process in processes.items():
@@ -145,7 +177,7 @@ def main() -> None:
         record = json.loads((run_dir / "summary.json").read_text())
         throughput = logged_scalars(run_dir, "train/samples_per_sec")
         results["training"][name] = {
-            "steps": record["steps"], "status": record["status"], "val_loss": record["metrics"].get("val/loss"),
+            "steps": record.get("steps"), "status": record["status"], "val_loss": record.get("metrics", {}).get("val/loss"),
             "train_images_per_s": statistics.median(throughput) if throughput else None,
             "run_dir": str(run_dir.relative_to(REPO)),
         }
@@ -153,14 +185,28 @@ def main() -> None:
 
     # ---- samplers on the unconditional model -------------------------------------------------------
     task = load_task(runs["unconditional"], prefer="last")
+    # Every row follows the sampler unclipped (task.clip_denoised=false, the default); the ", clip"
+    # rows show what clipping each step's x0̂ to [-1, 1] does.
     samplers = {
-        f"DDPM-{args.ddpm_steps}": {"sampler": "ddpm", "steps": args.ddpm_steps},
-        "DDIM-50": {"sampler": "ddim", "steps": 50},
-        "DDIM-20": {"sampler": "ddim", "steps": 20},
-        "DDIM-10": {"sampler": "ddim", "steps": 10},
-        "DPM-Solver++-20": {"sampler": "dpm_solver", "steps": 20},
-        "DPM-Solver++-10": {"sampler": "dpm_solver", "steps": 10},
+        f"DDPM-{args.ddpm_steps}": {"sampler": "ddpm", "steps": args.ddpm_steps, "clip": False},
+        "DDIM-50": {"sampler": "ddim", "steps": 50, "clip": False},
+        "DDIM-50-eta1": {"sampler": "ddim", "steps": 50, "eta": 1.0, "clip": False},  # stochastic: DDPM on 50 levels
+        "DDIM-20": {"sampler": "ddim", "steps": 20, "clip": False},
+        "DDIM-10": {"sampler": "ddim", "steps": 10, "clip": False},
+        "DPM-Solver++-20": {"sampler": "dpm_solver", "steps": 20, "clip": False},
+        "DPM-Solver++-10": {"sampler": "dpm_solver", "steps": 10, "clip": False},
+        "DDIM-50, clip": {"sampler": "ddim", "steps": 50, "clip": True},
+        "DPM-Solver++-20, clip": {"sampler": "dpm_solver", "steps": 20, "clip": True},
     }
+    if args.samplers:
+        unknown = set(args.samplers) - set(samplers)
+        if unknown:
+            raise SystemExit(f"--samplers: unknown {sorted(unknown)}; choose from {list(samplers)}")
+        samplers = {name: options for name, options in samplers.items() if name in args.samplers}
+    chosen = {**({"spacing": args.spacing} if args.spacing else {}), **({} if args.clip is None else {"clip": args.clip})}
+    samplers = {name: {**options, **chosen} for name, options in samplers.items()}
+    results["setup"]["spacing"] = args.spacing or task.hparams.spacing
+    results["setup"]["clip"] = task.hparams.clip_denoised if args.clip is None else args.clip
     rows = {}
     for name, options in samplers.items():
         fakes, cpu, wall = timed_draw(task, n, args.seed + 1, args.workers, **options)
@@ -172,41 +218,55 @@ def main() -> None:
         print(f"  {name}: FID {metrics['fid']:.2f}, classes {metrics['classes_covered']:.0f}, confidence "
               f"{metrics['confidence']:.3f}, {n / cpu:.1f} images per CPU second ({n / wall:.1f}/s wall, "
               f"{args.workers} processes)", flush=True)
-        rows[name] = make_grid(task.draw(16, seed=args.seed, **options).cpu(), nrow=16, padding=1, pad_value=0.5)
+        rows[name] = make_grid(fakes[:16], nrow=16, padding=1, pad_value=0.5)  # the same seeds in every row
+    gan = gan_rows(Path(args.gan_results), n, floor)
+    if gan:
+        results["gan_same_budget"] = gan
     figures = REPO / "docs"
-    figures.mkdir(exist_ok=True)
-    figure = labelled_rows(rows)
-    figure.resize((figure.width * 2, figure.height * 2), Image.NEAREST).save(figures / "diffusion_samplers.png")
-    trajectory = task.trajectory_image(args.seed, rows=6, sampler="ddim", steps=50)
-    Image.fromarray(trajectory.mul(255).round().byte().permute(1, 2, 0).numpy()).save(figures / "diffusion_trajectory.png")
+    if args.figures:
+        figures.mkdir(exist_ok=True)
+        figure = labelled_rows(rows)
+        figure.resize((figure.width * 2, figure.height * 2), Image.NEAREST).save(figures / "diffusion_samplers.png")
+        trajectory = task.trajectory_image(args.seed, rows=6, sampler="ddim", steps=50)
+        Image.fromarray(trajectory.mul(255).round().byte().permute(1, 2, 0).numpy()).save(
+            figures / "diffusion_trajectory.png")
 
     # ---- guidance on the conditional model --------------------------------------------------------
-    conditional = load_task(runs["conditional"], prefer="last")
-    asked = conditional.default_labels(n).cpu()  # classes 0, 1, 2, ... in turn
+    conditional = load_task(runs["conditional"], prefer="last") if args.conditional else None
+    asked = conditional.default_labels(n).cpu() if conditional else None  # classes 0, 1, 2, ... in turn
     rows = {}
-    for scale in args.guidance:
-        options = {"sampler": "dpm_solver", "steps": 20, "guidance": scale}
+    guided = [(scale, False) for scale in args.guidance] + [(scale, True) for scale in args.guidance if scale != 1]
+    for scale, clip in guided if conditional else []:
+        options = {"sampler": "dpm_solver", "steps": 20, "guidance": scale, "clip": clip, **chosen}
+        name = f"{scale:g}" + (", clip" if clip else "")
         fakes, cpu, wall = timed_draw(conditional, n, args.seed + 1, args.workers, labels=asked, **options)
         metrics = sample_metrics(fakes, reference, net, asked)
-        results["guidance"][f"{scale:g}"] = {**metrics, **options, "images_per_cpu_s": n / cpu}
-        print(f"  conditional, guidance {scale:g}: asked-for class {metrics['asked_for_class_rate']:.3f}, within "
+        results["guidance"][name] = {**metrics, **options, "images_per_cpu_s": n / cpu}
+        print(f"  conditional, guidance {name}: asked-for class {metrics['asked_for_class_rate']:.3f}, within "
               f"asked-for class diversity {metrics['within_class_diversity_asked']:.2f} (real: 1), FID "
               f"{metrics['fid']:.2f}", flush=True)
-        rows[f"guidance={scale:g}"] = make_grid(conditional.draw(30, seed=args.seed, **options).cpu(), nrow=10,
+        rows[f"guidance={name}"] = make_grid(conditional.draw(30, seed=args.seed, **options).cpu(), nrow=10,
                                                 padding=1, pad_value=0.5)
-    figure = labelled_rows(rows)
-    figure.resize((figure.width * 2, figure.height * 2), Image.NEAREST).save(figures / "diffusion_guidance.png")
+    if rows and args.figures:
+        figure = labelled_rows(rows)
+        figure.resize((figure.width * 2, figure.height * 2), Image.NEAREST).save(figures / "diffusion_guidance.png")
 
-    ddpm, ddim50 = results["samplers"][f"DDPM-{args.ddpm_steps}"], results["samplers"]["DDIM-50"]
-    results["summary"] = {
-        "ddim50_speedup_over_ddpm": ddim50["images_per_cpu_s"] / ddpm["images_per_cpu_s"],
-        "ddim50_fid_vs_ddpm": ddim50["fid"] / ddpm["fid"],
-        "dpm_solver20_fid_vs_ddim50": results["samplers"]["DPM-Solver++-20"]["fid"] / ddim50["fid"],
-    }
+    scored = results["samplers"]
+    ddpm, ddim50, fast20 = (scored.get(k) for k in (f"DDPM-{args.ddpm_steps}", "DDIM-50", "DPM-Solver++-20"))
+    results["summary"] = {}
+    if ddpm and ddim50:
+        results["summary"]["ddim50_speedup_over_ddpm"] = ddim50["images_per_cpu_s"] / ddpm["images_per_cpu_s"]
+        results["summary"]["ddim50_fid_vs_ddpm"] = ddim50["fid"] / ddpm["fid"]
+    if ddpm and scored.get("DDIM-50-eta1"):
+        stochastic = scored["DDIM-50-eta1"]
+        results["summary"]["ddim50_eta1_speedup_over_ddpm"] = stochastic["images_per_cpu_s"] / ddpm["images_per_cpu_s"]
+        results["summary"]["ddim50_eta1_fid_vs_ddpm"] = stochastic["fid"] / ddpm["fid"]
+    if ddim50 and fast20:
+        results["summary"]["dpm_solver20_fid_vs_ddim50"] = fast20["fid"] / ddim50["fid"]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results["summary"], indent=2))
-    print(f"wrote {args.out} and docs/diffusion_{{samplers,guidance,trajectory}}.png")
+    print(f"wrote {args.out}" + (" and docs/diffusion_{samplers,guidance,trajectory}.png" if args.figures else ""))
 
 
 if __name__ == "__main__":

@@ -158,6 +158,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(REPO / "scripts" / "results" / "bench_gan.json"))
     parser.add_argument("--figure", default=str(REPO / "docs" / "gan_samples.png"))
+    parser.add_argument("--runs-dir", default=str(REPO / "outputs" / "bench_gan"),
+                        help="where the runs live (another folder keeps this table's runs when re-measuring)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     # The feature net is cached with the outputs, never inside the shared data folder.
@@ -193,7 +195,7 @@ def main() -> None:
 
     plan = [(loss, False) for loss in args.losses] + [(loss, True) for loss in args.conditional_losses]
     runs = {(f"{loss}_conditional" if conditional else loss): (loss, conditional) for loss, conditional in plan}
-    run_dirs = {name: REPO / "outputs" / "bench_gan" / f"{name}_{args.trainer}_{size}px" for name in runs}
+    run_dirs = {name: Path(args.runs_dir) / f"{name}_{args.trainer}_{size}px" for name in runs}
     print(f"training {', '.join(runs)} for {args.cpu_budget_s} CPU seconds each, {args.parallel} at a time ...",
           flush=True)
     load_before = os.getloadavg()[0]
@@ -213,15 +215,18 @@ def main() -> None:
         run_dir, wall = run_dirs[name], walls[name]
         task = load_task(run_dir, prefer="last")
         asked = task.default_labels(n)  # conditional: classes 0, 1, 2, ... in turn; else None
+        cpu = time.process_time()
         fakes = task.draw(n, seed=args.seed + 1).cpu()
+        cpu = time.process_time() - cpu  # sampling cost in CPU seconds, comparable with bench_diffusion's
         metrics = sample_metrics(fakes, reference, net, None if asked is None else asked.cpu())
         record = json.loads((run_dir / "summary.json").read_text())
         throughput = logged_scalars(run_dir, "train/samples_per_sec")
         results["runs"][name] = {
             **metrics, "loss": loss, "conditional": conditional,
             "train_images_per_s": statistics.median(throughput) if throughput else None,
+            "images_per_cpu_s": n / cpu if cpu > 0 else None,
             "generator_steps": record["steps"], "d_steps_per_g_step": task.d_steps,
-            "status": record["status"], "wall_s": None if wall is None else round(wall, 1), "run_dir": str(run_dir.relative_to(REPO)),
+            "status": record["status"], "wall_s": None if wall is None else round(wall, 1), "run_dir": str(run_dir.resolve().relative_to(REPO)),
             # other jobs on the machine (1-minute load average, before and after training) make wall time noisy
             "load_average": [round(load_before, 2), round(load_after, 2)],
         }

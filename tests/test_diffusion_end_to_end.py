@@ -65,6 +65,8 @@ def test_sampling_from_a_checkpoint_with_other_samplers_and_guidance(trained_dif
     assert first.shape == (4, 1, 16, 16) and 0 <= first.min() and first.max() <= 1
     assert torch.equal(first, task.draw(4, seed=0, sampler="ddpm", steps=10))  # same seed, same images
     assert not torch.equal(first, task.draw(4, seed=1, sampler="ddpm", steps=10))
+    unclipped = task.draw(4, seed=0, sampler="dpm_solver", steps=4, spacing="trailing", clip=False)
+    assert unclipped.shape == (4, 1, 16, 16) and 0 <= unclipped.min() and unclipped.max() <= 1
     guided = task.draw(4, seed=0, labels=torch.full((4,), 3), guidance=3.0)
     assert not torch.allclose(guided, task.draw(4, seed=0, labels=torch.full((4,), 3)))
 
@@ -76,6 +78,8 @@ def test_bad_sample_options_fail_before_any_work(trained_diffusion, tmp_path):
     assert not list(tmp_path.iterdir())  # refused before anything was drawn or written
     with pytest.raises(MimicryError, match="sampler='heun'"):
         task.draw(2, seed=0, sampler="heun")
+    with pytest.raises(MimicryError, match="clip='yes'"):
+        task.draw(2, seed=0, clip="yes")
     with pytest.raises(MimicryError, match="label=12"):
         task.generate_samples(tmp_path, 2, 0, label=12)
 
@@ -120,3 +124,17 @@ def test_resume_continues_with_the_same_numbers_and_the_same_average(tmp_path):
     # val/loss scores the EMA: equal only if the average (and its update count) came back too
     assert resumed["metrics"]["val/loss"] == pytest.approx(reference["metrics"]["val/loss"], rel=1e-5)
     assert resumed["metrics"]["train/loss"] == pytest.approx(reference["metrics"]["train/loss"], rel=1e-5)
+
+
+def test_only_an_eps_model_clips_unless_asked():
+    task = Diffusion(MODEL, LOSS, {"lr": 1e-3}, SPEC, timesteps=20, steps=5)  # eps, task.clip_denoised=null
+    assert task.sampling(sampler="ddpm")["clip"] is True and task.sampling()["clip"] is True
+    assert task.sampling(sampler="ddim", clip=False)["clip"] is False
+    for objective in ("VObjective", "X0Objective"):  # their x0 is sound at every level: no clipping
+        other = Diffusion(MODEL, {"_target_": f"mimicry.losses.diffusion.{objective}"}, {"lr": 1e-3}, SPEC,
+                          timesteps=20, steps=5)
+        assert other.sampling()["clip"] is False and other.sampling(clip=True)["clip"] is True
+    forced = Diffusion(MODEL, LOSS, {"lr": 1e-3}, SPEC, timesteps=20, steps=5, clip_denoised=False)
+    assert forced.sampling(sampler="dpm_solver")["clip"] is False
+    with pytest.raises(MimicryError, match="clip='yes'"):
+        Diffusion(MODEL, LOSS, {"lr": 1e-3}, SPEC, timesteps=20, steps=5, clip_denoised="yes")

@@ -4,9 +4,14 @@ Each sampler is a plain function of a *denoiser* (x_t, t) -> predicted x0 and a 
 it knows nothing about networks, labels or guidance (see `model_denoiser` for those). All visit
 `steps` noise levels from T-1 down to 0 and call the denoiser once per level, so `steps` is the
 number of network evaluations; the last one returns the predicted clean image. With fewer steps
-than T the levels are spaced quadratically in t by default (DDIM's choice for small images): the
-last, almost-clean levels are where the fine detail is decided, and a uniform spacing jumps over
-them (on the 1-D test mixture DPM-Solver++ at 20 steps is 5-20× closer to the truth this way).
+than T, `spacing` picks the levels (Lin et al. 2024, "Common diffusion noise schedules and sample
+steps are flawed", Table 2), every one starting at T-1, the pure-noise level that x_T is drawn at:
+- `quadratic`: evenly spaced in √t (DDIM's choice for small images): dense near the clean end,
+  where the fine detail is decided (on the 1-D test mixture DPM-Solver++ at 20 steps is 5-20×
+  closer to the truth than with `uniform`), coarse near the noisy end.
+- `uniform` ("linspace"): evenly spaced in t from T-1 to 0.
+- `trailing`: T-1, T-1-T/steps, ...: evenly spaced, stopping T/steps above 0 (the last step goes
+  from there straight to the clean image).
 
 - `ddpm`: ancestral sampling (Ho et al. 2020): x_{t'} ~ q(x_{t'} | x_t, x0̂). With steps < T the
   per-step β are those of the visited levels (respacing, Nichol & Dhariwal 2021).
@@ -30,16 +35,18 @@ from mimicry.errors import MimicryError
 Denoiser = Callable[[Tensor, Tensor], Tensor]  # (x_t, t of shape (B,)) -> predicted x0
 SAMPLERS = ("ddpm", "ddim", "dpm_solver")
 DEFAULT_STEPS = {"ddim": 50, "dpm_solver": 20}  # ddpm: all T
-SPACINGS = ("quadratic", "uniform")
+SPACINGS = ("quadratic", "uniform", "trailing")
 
 
 def timesteps(T: int, steps: int, spacing: str = "quadratic") -> list[int]:
-    """`steps` distinct levels from T-1 down to 0, evenly spaced in t or in √t (quadratic)."""
+    """`steps` distinct levels from T-1 down, evenly spaced in t or in √t (see the module's doc)."""
     check_steps(steps, T)
     if spacing not in SPACINGS:
         raise MimicryError(f"spacing={spacing!r} is not one of {', '.join(SPACINGS)}")
     if steps == 1:
         return [T - 1]
+    if spacing == "trailing":  # strides of T/steps ≥ 1 round to distinct levels
+        return [round(T - i * T / steps) - 1 for i in range(steps)]
     u = torch.linspace(1, 0, steps, dtype=torch.float64)
     wanted = ((T - 1) * (u**2 if spacing == "quadratic" else u)).round().long().tolist()
     # Rounding can merge neighbours near t = 0: keep each level at least one above the next.
