@@ -105,7 +105,7 @@ def gpt_sharpness(run_dir: Path) -> dict:
     from mimicry.probes.common import batches_of, open_run
     from mimicry.probes.sharpness import sharpness
 
-    run = open_run(run_dir)
+    run = open_run(run_dir, prefer="last")  # the weights at the end of the budget, as the losses reported
     return sharpness(run.task, batches_of(run.datamodule().train_dataloader(), 4), EPS, draws=5, ascent_steps=5)
 
 
@@ -156,9 +156,9 @@ def plots(result: dict) -> list[Path]:
     # 3. sharpness side by side
     s = result["sharpness"]
     written.append(plot_sharpness({f"table n={s['table_n']} k={s['table_k']} (100%)": s["table"],
-                                   "GPT (100%)": s["gpt"], "GPT (1%)": s["gpt_1pct"]},
+                                   "GPT (100%)": s["gpt"], "GPT (1%, memorized)": s["gpt_1pct"]},
                                   docs / "generalization_sharpness.png",
-                                  "training loss under relative perturbations (4 batches of training windows)"))
+                                  "Δ training loss under relative perturbations (4 training batches)"))
     return written
 
 
@@ -180,6 +180,15 @@ def main() -> None:
     started, cpu_started = time.time(), time.process_time()
     epochs = max(1, round(args.gpt_steps / 250))
     fractions, gpt_runs = [], {}
+    # a reused run (already completed in --workdir) keeps the CPU-seconds measured when it ran
+    previous = {f["fraction"]: f for f in json.loads(out.read_text())["fractions"]} if out.is_file() else {}
+
+    def measured(cpu: float, fraction: float, who: str) -> float | None:
+        if cpu == cpu:
+            return cpu
+        earlier = previous.get(fraction, {}).get(who, {}).get("cpu_s")
+        return earlier if earlier is not None and earlier == earlier else None
+
     for fraction in FRACTIONS:
         table_dir, table_cpu = train(f"table_{fraction:g}", ["model=lookup", "model.n=6", f"data.train_fraction={fraction}"],
                                      args.workdir)
@@ -193,12 +202,12 @@ def main() -> None:
         entry = {
             "fraction": fraction,
             "table": {"n": top["n"], "k": top["k"], "val_loss": top["val_loss"], "train_loss": top["train_loss"],
-                      "entries_n6": scored["entries"], "cpu_s": table_cpu,
+                      "entries_n6": scored["entries"], "cpu_s": measured(table_cpu, fraction, "table"),
                       "cli_val_loss_n6": scored["cli_val_loss"], "recomputed_val_loss_n6": scored["recomputed_val_loss"]},
             "table_grid": scored["grid"],
             "gpt": {"val_loss": summary["metrics"]["val/loss"], "train_loss": summary["metrics"]["val/train_loss"],
                     "best_val_loss": summary.get("best", {}).get("val/loss"), "steps": summary["steps"],
-                    "cpu_s": gpt_cpu},
+                    "cpu_s": measured(gpt_cpu, fraction, "gpt")},
         }
         fractions.append(entry)
         print(f"{fraction:>5.0%}  table n={top['n']} k={top['k']:<5} train {top['train_loss']:.3f} val {top['val_loss']:.3f}"
@@ -219,7 +228,8 @@ def main() -> None:
         "fractions": fractions,
         "sharpness": sharp,
         "wall_s": time.time() - started,
-        "cpu_s": time.process_time() - cpu_started + child_cpu_seconds(),
+        "cpu_s_this_invocation": time.process_time() - cpu_started + child_cpu_seconds(),
+        "cpu_s_training": sum(f[who]["cpu_s"] or 0.0 for f in fractions for who in ("table", "gpt")),
     }
     out.write_text(json.dumps(result, indent=2))
     print(f"sharpness (Δ training loss, worst direction): " + ", ".join(
@@ -227,7 +237,7 @@ def main() -> None:
         for t, g in zip(sharp["table"]["rows"], sharp["gpt"]["rows"])))
     for path in plots(result):
         print(f"wrote {path}")
-    print(f"wrote {out}; {result['cpu_s']:.0f} CPU-s, {result['wall_s']:.0f} s wall")
+    print(f"wrote {out}; {result['cpu_s_this_invocation']:.0f} CPU-s, {result['wall_s']:.0f} s wall in this invocation")
 
 
 if __name__ == "__main__":

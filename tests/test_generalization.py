@@ -117,7 +117,7 @@ def test_gpt_sharpness_grows_with_eps_and_layers_give_one_value_per_layer(traine
     rows = {r["eps"]: r for r in result["rows"]}
     assert abs(rows[0.0]["random_mean"]) < 1e-6 and abs(rows[0.0]["worst"]) < 1e-6
     assert rows[0.1]["worst"] > rows[0.003]["worst"] > 0
-    assert rows[0.1]["random_mean"] > rows[0.003]["random_mean"] - 1e-4
+    assert rows[0.1]["worst"] > rows[0.1]["random_mean"] + 0.01  # the ascent finds a direction worse than chance
     assert all(torch.equal(p, before[name]) for name, p in run.task.named_parameters())  # weights restored
 
     layers = layer_agreement(run, k=5, bank=300, queries=100)

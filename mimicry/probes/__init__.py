@@ -19,7 +19,7 @@ PROBES = {
 
 
 def usage() -> str:
-    lines = ["usage: mimicry probe NAME RUN_DIR [key=value ...]", "", "probes:"]
+    lines = ["usage: mimicry probe NAME RUN_DIR [checkpoint=best|last] [key=value ...]", "", "probes:"]
     for name, module in PROBES.items():
         lines.append(f"  {name:<11} {importlib.import_module(module).SUMMARY}")
     return "\n".join(lines)
@@ -39,5 +39,6 @@ def probe_command(args: list[str]) -> int:
         print(f"mimicry probe {name} RUN_DIR [key=value ...]: {module.SUMMARY}\noptions (defaults): "
               + ", ".join(f"{k}={v}" for k, v in module.OPTIONS.items()))
         return 0
-    run_dir, options = parse_options(rest, module.OPTIONS, name)
-    return module.main(open_run(run_dir), options)
+    chosen = [a.split("=", 1)[1] for a in rest if a.startswith("checkpoint=")]  # every probe takes it
+    run_dir, options = parse_options([a for a in rest if not a.startswith("checkpoint=")], module.OPTIONS, name)
+    return module.main(open_run(run_dir, chosen[-1] if chosen else "best"), options)

@@ -57,8 +57,11 @@ class ProbedRun:
         return data
 
 
-def open_run(path: str | Path) -> ProbedRun:
-    checkpoint = find_checkpoint(path)
+def open_run(path: str | Path, prefer: str = "best") -> ProbedRun:
+    """The run's task from its best checkpoint (``prefer="last"``: the final weights)."""
+    if prefer not in ("best", "last"):
+        raise MimicryError(f"checkpoint={prefer}: choose best (by the run's monitored metric) or last")
+    checkpoint = find_checkpoint(path, prefer)
     run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
     task = load_task(checkpoint)  # mimicry/checkpoints.py: weights_only, trusted targets
     torch.set_grad_enabled(True)
@@ -90,6 +93,12 @@ def batches_of(loader: Any, count: int) -> list[Any]:
     if not found:
         raise MimicryError("the run's data gave no batches to probe")
     return found
+
+
+def held_out(datamodule: Any) -> Any:
+    """The validation loader (the first one, where a run also scores training windows at validation)."""
+    loaders = datamodule.val_dataloader()
+    return loaders[0] if isinstance(loaders, (list, tuple)) else loaders
 
 
 def save_json(path: Path, data: dict) -> Path:

@@ -17,7 +17,7 @@ from mimicry.data.images import to_signed
 from mimicry.errors import MimicryError
 from mimicry.models.cnn_classifier import CNNClassifier
 from mimicry.models.gpt import GPT
-from mimicry.probes.common import ProbedRun, save_json, whole
+from mimicry.probes.common import ProbedRun, held_out, save_json, whole
 
 SUMMARY = "k-NN label agreement (next token for lm, class for images) of the representation after each layer: PNG"
 OPTIONS = {"k": 10, "bank": 4000, "queries": 1000, "seed": 0}
@@ -103,7 +103,7 @@ def layer_agreement(run: ProbedRun, k: int = 10, bank: int = 4000, queries: int 
     if isinstance(model, GPT):
         data = run.datamodule()
         bank_layers, bank_labels = text_examples(run, bank, data.train_dataloader(), generator)
-        query_layers, query_labels = text_examples(run, queries, data.val_dataloader(), generator)
+        query_layers, query_labels = text_examples(run, queries, held_out(data), generator)
         label = "next token"
     elif isinstance(model, CNNClassifier):
         data = run.datamodule()

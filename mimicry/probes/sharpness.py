@@ -1,18 +1,18 @@
 """Sharpness: how much the training loss rises when the weights are disturbed a little.
 
-Each weight w becomes w·(1 + ε·z): a relative disturbance of size ε, the same for large and small
-weights. z is drawn at random (``draws`` times per ε: mean, spread and largest rise), and along
-the worst direction that ``ascent_steps`` steps of gradient ascent on z find (z kept at the norm
-of a random draw, so the worst direction is no larger than the random ones). ε = 0 changes nothing.
+Each weight w becomes w·(1 + ε·z) with every |z| ≤ 1: no weight moves by more than ε of itself,
+large and small weights alike. Random directions: z = ±1 at random (every weight moves by exactly
+ε of itself; ``draws`` per ε: mean, spread and largest rise). The worst direction: ``ascent_steps``
+steps of projected gradient ascent in that box (z ← clip(z + sign(∂loss/∂z), -1, 1), from z = 0,
+so the first step is the worst corner to first order). ε = 0 changes nothing.
 
 A lookup table (model fitted by counting) has no weights: its probabilities for the contexts the
-probe batches use are disturbed the same relative way, p·(1 + ε·z), clamped positive and
-renormalised per context (``model.as_weights``). A flat minimum barely moves; a table that
-memorised its text is brittle.
+probe batches use are disturbed the same relative way, p·(1 + ε·z), and renormalised per context
+(``model.as_weights``). So a table's loss can move by at most about log((1+ε)/(1-ε)) per token,
+whatever it memorised, while a net's disturbances compound through its layers.
 """
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -62,7 +62,6 @@ def sharpness(task: ImitationTask, batches: list[Any], eps: list[float], draws: 
     rows = []
     with perturbable(task, batches) as weights:
         start = [w.detach().clone() for w in weights]
-        size = math.sqrt(sum(w.numel() for w in weights))  # the norm of a random draw of z
 
         def loss_at(epsilon: float, z: list[torch.Tensor], grad: bool = False) -> torch.Tensor:
             with torch.set_grad_enabled(grad), torch.no_grad():
@@ -76,23 +75,17 @@ def sharpness(task: ImitationTask, batches: list[Any], eps: list[float], draws: 
                 base = mean_loss(task, batches).item()
             for epsilon in eps:
                 rises = []
-                for _ in range(draws):
-                    z = [torch.randn(w.shape, generator=generator).to(w) for w in weights]
+                for _ in range(draws):  # every weight moved by exactly ε of itself, up or down at random
+                    z = [torch.randint(0, 2, w.shape, generator=generator).to(w) * 2 - 1 for w in weights]
                     rises.append(loss_at(epsilon, z).item() - base)
                 worst = max(rises) if rises else 0.0
-                z = [torch.randn(w.shape, generator=generator).to(w) for w in weights]
+                z = [torch.zeros_like(w) for w in weights]
                 for _ in range(ascent_steps if epsilon > 0 else 0):
                     loss = loss_at(epsilon, z, grad=True)
                     worst = max(worst, loss.item() - base)
                     grads = torch.autograd.grad(loss, weights, allow_unused=True)
-                    # d loss / d z = d loss / d w · ε·w0; one step the size of z, then back onto its sphere
-                    dz = [torch.zeros_like(zi) if g is None else g * epsilon * w0 for g, w0, zi in zip(grads, start, z)]
-                    norm = torch.sqrt(sum((d ** 2).sum() for d in dz)).item()
-                    if norm == 0:
-                        break
-                    z = [zi + d * (size / norm) for zi, d in zip(z, dz)]
-                    z_norm = torch.sqrt(sum((zi ** 2).sum() for zi in z)).item()
-                    z = [zi * (size / z_norm) for zi in z]
+                    # d loss / d z = d loss / d w · ε·w0: step to the box's corner that raises the loss, then clip
+                    z = [zi if g is None else (zi + (g * w0).sign()).clamp(-1, 1) for zi, g, w0 in zip(z, grads, start)]
                 if ascent_steps and epsilon > 0:
                     worst = max(worst, loss_at(epsilon, z).item() - base)
                 mean = sum(rises) / len(rises) if rises else 0.0
@@ -105,7 +98,7 @@ def sharpness(task: ImitationTask, batches: list[Any], eps: list[float], draws: 
                     w.copy_(w0)
     task.train(was_training)
     return {"base_loss": base, "rows": rows, "draws": draws, "ascent_steps": ascent_steps, "seed": seed,
-            "weights": int(size ** 2), "batches": len(batches)}
+            "weights": sum(w.numel() for w in start), "batches": len(batches)}
 
 
 def plot(results: dict[str, dict], path: Path, title: str = "sharpness") -> Path:
@@ -125,7 +118,7 @@ def plot(results: dict[str, dict], path: Path, title: str = "sharpness") -> Path
         ax.plot(eps, [r["worst"] for r in rows], "s--", color=color, label=f"{label}: worst direction")
     ax.set_xscale("log")
     ax.set_yscale("symlog", linthresh=1e-3)
-    ax.set_xlabel("relative perturbation ε  (w → w·(1 + ε·z))")
+    ax.set_xlabel("relative perturbation ε  (w → w·(1 + ε·z), |z| ≤ 1)")
     ax.set_ylabel("Δ training loss (nats per token)")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
