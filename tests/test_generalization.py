@@ -169,3 +169,15 @@ def test_image_lookup_task_scores_as_a_copy_at_the_fid_floor(tmp_path):
     metrics = summary(run_dir)["metrics"]
     assert metrics["val/copy_rate"] == 1.0  # every draw is a stored training image
     assert metrics["val/fid"] < 2 * metrics["val/fid_floor"] + 1.0  # and it scores like real training images
+
+
+def test_bad_table_and_data_settings_fail_in_one_line():
+    from mimicry.data.text import TextDataModule
+    from mimicry.errors import MimicryError
+
+    for settings, named in (({"k": 0.0}, "model.k"), ({"n": 0}, "model.n"), ({"n": 12}, "model.n")):
+        with pytest.raises(MimicryError, match=named):
+            NGramTable(vocab_size=65, **settings)
+    for settings, named in (({"train_fraction": 0.0}, "data.train_fraction"), ({"order": "shuffled"}, "data.order")):
+        with pytest.raises(MimicryError, match=named):
+            TextDataModule(name="text", **settings)
