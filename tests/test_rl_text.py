@@ -46,6 +46,10 @@ ROUTES = {
 
 @pytest.fixture(scope="module")
 def tiny_lm() -> dict[str, torch.Tensor]:
+    return train_tiny_lm()
+
+
+def train_tiny_lm() -> dict[str, torch.Tensor]:
     """A GPT trained for a second on random lines of a's and b's (so it writes about half of each)."""
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -74,23 +78,30 @@ def build(route: str, state: dict[str, torch.Tensor], **changes):
 
 @pytest.mark.parametrize("route", list(ROUTES))
 def test_each_route_raises_the_reward_of_a_tiny_trained_lm(tiny_lm, route):
-    torch.manual_seed(1)
-    task = build(route, tiny_lm)
-    before = task.evaluate()  # fixed prompts and seeds
+    # the reward-conditioned route learns the difference between its return tokens more slowly
+    # (as in the benchmark): 8 iterations lift it by ≥ 0.17 on seeds 1-6, 4 by as little as 0
+    before, after = improve(route, tiny_lm, seed=1, iterations=8 if route == "reward_conditioned" else 4)
     assert np.allclose(before["kl"], 0.0, atol=1e-4)  # the unchanged model is the reference
+    assert after["rewards"].mean() > before["rewards"].mean() + 0.1, (route, before["rewards"].mean(),
+                                                                       after["rewards"].mean())
+    assert after["kl"].mean() > 0.01  # it moved away from the start, and the KL says so
+
+
+def improve(route: str, state: dict[str, torch.Tensor], seed: int, iterations: int = 4) -> tuple[dict, dict]:
+    """Evaluations before and after ``iterations`` of the route (act, score, learn)."""
+    torch.manual_seed(seed)
+    task = build(route, state)
+    before = task.evaluate()  # fixed prompts and seeds
     optimizer = torch.optim.Adam([p for p in task.parameters() if p.requires_grad], lr=3e-3)
-    for _ in range(4):  # iterations: sample, score, learn
+    for _ in range(iterations):
         task.hparams.total_env_steps = task.env_steps + 1  # batches() acts once, then learns from it
         task.hparams.eval_every_env_steps = task.env_steps + 1
         for batch in task.batches():
             optimizer.zero_grad()
             task.training_step(batch, 0).backward()
             optimizer.step()
-    after = task.evaluate()
-    assert after["rewards"].mean() > before["rewards"].mean() + 0.1, (route, before["rewards"].mean(),
-                                                                       after["rewards"].mean())
-    assert after["kl"].mean() > 0.01  # it moved away from the start, and the KL says so
-    assert task.env_steps == 4 * 32 * 12  # generated tokens are the env steps
+    assert task.env_steps == iterations * 32 * 12  # generated tokens are the env steps
+    return before, task.evaluate()
 
 
 def test_ppo_per_token_rewards_are_only_the_final_reward_for_the_unchanged_model(tiny_lm):

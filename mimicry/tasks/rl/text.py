@@ -14,7 +14,6 @@ text_ppo.py, text_filtered_bc.py, text_reward_conditioned.py.
 from __future__ import annotations
 
 import logging
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -293,8 +292,8 @@ class TextReinforcementTask(ReinforcementTask):
         size = max(1, self.algo["batch_size"] // self.spec.max_new_tokens)
         chunks = [(g, r[order[i:i + size]]) for g, r in zip(groups, rows) for order in [torch.randperm(len(r))]
                   for i in range(0, len(r), size)]
-        random.shuffle(chunks)
-        for g, index in chunks:
+        for i in torch.randperm(len(chunks)).tolist():  # torch's generator: seeded runs repeat
+            g, index = chunks[i]
             yield {"tokens": g["tokens"][index], "context": g["context"], **{k: g[k][index] for k in fields}}
 
     def count_items(self, batch: dict[str, Any]) -> int:
