@@ -107,6 +107,19 @@ def gan_rows(path: Path, n: int, floor: dict) -> dict | None:
             "runs": gan["runs"]}
 
 
+def objectives_figure(args: argparse.Namespace) -> None:
+    """The same seeds through each objective's model: how eps, x0 and v look after the same budget."""
+    rows = {}
+    for loss in args.objectives_figure:
+        task = load_task(Path(args.runs_dir) / f"unconditional_{loss}", prefer="last")
+        for sampler, steps in (("ddim", 50), ("dpm_solver", 20)):
+            images = task.draw(16, seed=args.seed + 1, sampler=sampler, steps=steps).cpu()
+            rows[f"loss={loss}, {sampler}-{steps}"] = make_grid(images, nrow=16, padding=1, pad_value=0.5)
+    figure = labelled_rows(rows)
+    figure.resize((figure.width * 2, figure.height * 2), Image.NEAREST).save(REPO / "docs" / "diffusion_objectives.png")
+    print("wrote docs/diffusion_objectives.png")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cpu-budget-s", type=int, default=280, help="training CPU seconds per model (bench_gan's)")
@@ -132,10 +145,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-training", action="store_true", help="score the runs already in --runs-dir")
     parser.add_argument("--runs-dir", default=str(REPO / "outputs" / "bench_diffusion"))
+    parser.add_argument("--objectives-figure", nargs="*", default=None, metavar="LOSS",
+                        help="only draw docs/diffusion_objectives.png: a row per objective's trained unconditional "
+                             "model (e.g. v eps x0), each with DDIM-50 and DPM-Solver++-20 at its default clipping")
     parser.add_argument("--out", default=str(REPO / "scripts" / "results" / "bench_diffusion.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("MIMICRY_FEATURE_NETS", str(REPO / "outputs" / "feature_nets"))
+    if args.objectives_figure:
+        objectives_figure(args)
+        return
 
     data = MNISTDataModule(root=args.data_root, source_split="test", download=False, value_range="signed")
     data.setup()

@@ -136,6 +136,10 @@ def test_trailing_timesteps_start_at_pure_noise_and_stride_evenly():
     for T, steps in ((1000, 50), (1000, 999), (7, 5), (100, 3)):
         ts = timesteps(T, steps, "trailing")
         assert ts[0] == T - 1 and len(set(ts)) == steps and ts == sorted(ts, reverse=True) and ts[-1] >= 0
+        leading = timesteps(T, steps, "leading")  # DDIM's striding: ends at 0, starts T // steps - 1 below T-1
+        assert leading[-1] == 0 and len(set(leading)) == steps and leading[0] == (steps - 1) * (T // steps)
+    assert timesteps(1000, 5, "leading") == [800, 600, 400, 200, 0]
+    assert timesteps(1000, 1000, "leading") == list(range(999, -1, -1))
 
 
 def test_ddim_eta0_is_deterministic_and_ignores_the_noise_seed():
@@ -199,7 +203,7 @@ def test_fast_solver_in_20_steps_is_close_to_the_truth(kind):
     assert ks_distance(draw(dpm_solver, schedule, steps=20, spacing="uniform")) > fast  # why quadratic is the default
 
 
-@pytest.mark.parametrize("spacing", ["quadratic", "uniform", "trailing"])
+@pytest.mark.parametrize("spacing", ["quadratic", "uniform", "trailing", "leading"])
 def test_respaced_samplers_with_few_steps_still_sample_the_mixture(spacing):
     schedule = NoiseSchedule("cosine", 1000)
     assert ks_distance(draw(ddpm, schedule, steps=100, spacing=spacing)) < 0.03
