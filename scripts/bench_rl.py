@@ -387,8 +387,8 @@ def section_plot(workdir: Path) -> None:
         for i, route in enumerate(dict.fromkeys(r["route"] for r in runs)):
             finals = [r["final_eval_return"] for r in runs if r["route"] == route]
             mean = sum(finals) / len(finals)
-            ax.errorbar([x * (1 + 0.06 * (i - 1))], [mean], yerr=[[mean - min(finals)], [max(finals) - mean]],
-                        fmt="D", ms=8, capsize=4, color=colours[route], label=f"{labels[route]}: {mean:.2f}")
+            ax.errorbar([x * (1 + 0.08 * (i - 1))], [mean], yerr=[[mean - min(finals)], [max(finals) - mean]],
+                        fmt="D", ms=8, capsize=4, color=colours[route], label=f"{labels[route]}: {mean:.3f}")
 
     def online(ax, runs: list[dict], route: str, solved_at: str = "env_steps") -> None:
         for j, run in enumerate(r for r in runs if r.get("route", r.get("algo")) == route):
@@ -413,12 +413,22 @@ def section_plot(workdir: Path) -> None:
 
     k2d = load("bench_rl_key_to_door.json")
     ax = axes[1]
-    if k2d:
-        offline(ax, k2d["runs"], k2d["dataset"]["env_steps"])
+    if k2d:  # offline only: one bar per route (mean over seeds, each seed a dot), the paper's number beside it
+        for i, (route, paper) in enumerate(k2d["paper_success"].items()):
+            finals = [r["final_eval_return"] for r in k2d["runs"] if r["route"] == route]
+            mean = sum(finals) / len(finals)
+            ax.bar(i - 0.18, mean, width=0.36, color=colours[route], label=f"{labels[route]}: {mean:.3f} "
+                   f"({len(finals)} seed{'s' if len(finals) > 1 else ''})")
+            ax.plot([i - 0.18] * len(finals), finals, "k.", ms=6)
+            ax.bar(i + 0.18, paper, width=0.36, color=colours[route], alpha=0.35, hatch="//",
+                   label="the paper (Chen et al. 2021)" if i == 0 else None)
+            ax.text(i - 0.18, mean + 0.02, f"{mean:.2f}", ha="center", fontsize=8)
+            ax.text(i + 0.18, paper + 0.02, f"{paper:.2f}", ha="center", fontsize=8, color="dimgray")
         ax.axhline(k2d["dataset"]["success_rate"], ls=":", color="black", lw=1,
                    label=f"the random policy that recorded it: {k2d['dataset']['success_rate']:.3f}")
-    ax.set(title="Key-to-Door (ours), from 1,000 random episodes", xlabel="env steps behind the dataset",
-           ylabel="success rate (100 greedy episodes)", xscale="log", ylim=(-0.03, 1.05))
+        ax.set_xticks(range(3), ["DT", "%BC (top 10%)", "BC"])
+    ax.set(title="Key-to-Door (ours), from 1,000 random-policy episodes",
+           ylabel="success rate (100 greedy episodes)", ylim=(0, 1.4), yticks=[0, 0.2, 0.4, 0.6, 0.8, 1.0])
 
     door = load("bench_rl_door_key.json")
     ax = axes[2]
@@ -429,9 +439,12 @@ def section_plot(workdir: Path) -> None:
                    label=f"random policy: {door['dataset']['return_mean']:.3f}")
     ax.set(title="MiniGrid DoorKey-5x5", xlabel="env steps", ylabel="greedy eval return", xscale="log",
            ylim=(-0.03, 1.05))
+    from matplotlib.ticker import NullFormatter
+
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7.5, loc="lower right")
+        ax.legend(fontsize=7.5, loc="upper right" if ax is axes[1] else "upper left")
+        ax.xaxis.set_minor_formatter(NullFormatter())
     fig.suptitle("Three routes from late reward to imitation: a critic's per-action reward (PPO, DQN), "
                  "a model of returns asked for a high one (DT), imitating the best attempts (filtered BC)", fontsize=10)
     fig.tight_layout()
