@@ -28,6 +28,8 @@ def test_dt_records_ppo_and_random_episodes_then_reuses_them_on_resume(tmp_path)
     assert "no algo.dataset given: recording a mixed episode dataset first (30 random-policy episodes + 10 " \
            "episodes of a 256-env-step PPO run)" in log
     assert "recorded 30 random episodes" in log and "10 ppo episodes" in log
+    # the progress bar counts the planned epochs (10 updates / 5 per evaluation), not "Epoch 1/-2"
+    assert "`max_epochs=2` reached" in log
     assert summary(run_dir / "recording_ppo")["status"] == "completed"  # the PPO run has its own folder
     dataset = run_dir / RECORDED_NAME
     episodes = load_episodes(dataset, env="key_to_door", obs_dim=11)
@@ -37,7 +39,8 @@ def test_dt_records_ppo_and_random_episodes_then_reuses_them_on_resume(tmp_path)
 
     run_mimicry(tmp_path, "train", f"resume={run_dir}", "algo.updates=15")
     assert summary(run_dir)["status"] == "completed" and summary(run_dir)["steps"] == 15
-    assert "reusing the episodes recorded earlier in this run" in (run_dir / "train.log").read_text()
+    log = (run_dir / "train.log").read_text()
+    assert "reusing the episodes recorded earlier in this run" in log and "`max_epochs=3` reached" in log
     assert dataset.stat().st_mtime_ns == recorded_at
 
     # and it acts from its checkpoint alone: the conditioning (dataset's best return) travels with the weights
