@@ -67,6 +67,16 @@ def default_task() -> str:
     return next(entry["task"] for entry in defaults if isinstance(entry, dict) and "task" in entry)
 
 
+def overlay_task(group: str, name: str) -> str | None:
+    """The task an overlay (``experiment=NAME``) chooses with ``override /task: X``, if any."""
+    path = files("mimicry.conf") / group / f"{name}.yaml"
+    if not path.is_file():
+        return None  # Hydra names the unknown option itself
+    defaults = (yaml.safe_load(path.read_text()) or {}).get("defaults") or []
+    return next((entry["override /task"] for entry in defaults
+                 if isinstance(entry, dict) and "override /task" in entry), None)
+
+
 def prepare_sweep(args: list[str]) -> tuple[list[str], Path]:
     """Fix the sweep folder before Hydra starts (so the table at the end knows where to look) and
     note which overrides are shared by all jobs (left out of the job folders' names)."""
@@ -84,6 +94,9 @@ def prepare_sweep(args: list[str]) -> tuple[list[str], Path]:
     if chosen:
         return args, Path(chosen[-1])
     tasks = [o.value() for o in parsed if o.key_or_group == "task"]
+    # an overlay's task wins over the default, as in Hydra's composition (experiment=generalization_lm → lm)
+    tasks += [task for o in parsed if o.key_or_group in ("experiment", "hparams_search") and isinstance(o.value(), str)
+              for task in [overlay_task(o.key_or_group, o.value())] if task]
     task = tasks[-1] if tasks and isinstance(tasks[-1], str) else ("mixed" if tasks else default_task())
     now = datetime.now()
     folder = Path("outputs") / task / "multirun" / now.strftime("%Y-%m-%d") / f"{now:%H-%M-%S}_{run_id()}"

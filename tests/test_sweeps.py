@@ -112,3 +112,15 @@ def test_the_cluster_and_parallel_presets_compose(tmp_path):
     for launcher, needle in (("slurm", "SlurmLauncher"), ("parallel", "JoblibLauncher")):
         shown = run_mimicry(tmp_path, "train", f"hydra/launcher={launcher}", "task=lm", "--cfg", "hydra").stdout
         assert needle in shown
+
+
+@pytest.mark.parametrize("args, task", [(["experiment=generalization_lm"], "lm"),
+                                        (["experiment=generalization_lm", "task=lm"], "lm"),
+                                        (["model.n_embd=16,32"], "gan"),
+                                        (["task=diffusion", "seed=0,1"], "diffusion")])
+def test_the_sweep_folder_is_named_by_the_task_an_overlay_chooses(monkeypatch, args, task):
+    from mimicry.sweeps import FIXED_OVERRIDES_ENV, prepare_sweep
+
+    monkeypatch.setenv(FIXED_OVERRIDES_ENV, "[]")  # prepare_sweep sets it; undone after the test
+    _, folder = prepare_sweep(["-m", *args])
+    assert folder.parts[:3] == ("outputs", task, "multirun")
