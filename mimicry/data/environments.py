@@ -56,12 +56,33 @@ def _frozen_lake(render_mode: str | None = None) -> gym.Env:
                                       render_mode=render_mode))
 
 
+class MiniGridOneHot(gym.ObservationWrapper):
+    """MiniGrid's egocentric 7x7 view as one-hots (object type, colour, door state per cell) plus the
+    agent's direction. The raw view holds small integer codes (object 0-10, colour 0-5, state 0-2) that
+    an MLP would read as magnitudes (a goal = 8 "is more" than a key = 5); ImgObsWrapper also drops the
+    direction. What the agent carries shows in its own cell of the view (MiniGrid draws it there)."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX, STATE_TO_IDX
+
+        self.sizes = (len(OBJECT_TO_IDX), len(COLOR_TO_IDX), len(STATE_TO_IDX))  # 11, 6, 3
+        view = env.observation_space["image"].shape[:2]
+        self.cells = int(np.prod(view))
+        size = self.cells * sum(self.sizes) + 4
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (size,), np.float32)
+
+    def observation(self, observation: dict) -> np.ndarray:
+        image = observation["image"].reshape(self.cells, 3)
+        parts = [np.eye(n, dtype=np.float32)[image[:, channel]].reshape(-1) for channel, n in enumerate(self.sizes)]
+        return np.concatenate([*parts, np.eye(4, dtype=np.float32)[observation["direction"]]])
+
+
 def _door_key(render_mode: str | None = None) -> gym.Env:
     import minigrid  # noqa: F401  (registers the MiniGrid environments)
-    from minigrid.wrappers import ImgObsWrapper
 
-    # the egocentric 7x7x3 symbolic view, flattened; the only reward comes on reaching the goal
-    return FloatObservation(ImgObsWrapper(gym.make("MiniGrid-DoorKey-5x5-v0", render_mode=render_mode)))
+    # MiniGrid's own limit: 250 steps (10 · 5²); the only reward, 1 − 0.9 · steps/250, comes at the goal
+    return MiniGridOneHot(gym.make("MiniGrid-DoorKey-5x5-v0", render_mode=render_mode))
 
 
 def _key_to_door(render_mode: str | None = None) -> gym.Env:
