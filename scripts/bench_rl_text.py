@@ -1,6 +1,7 @@
 """Benchmark: RL on text, the three routes on one reward, from a char-level GPT of tinyshakespeare.
 
     flock /tmp/mimicry_bench.lock .venv/bin/python scripts/bench_rl_text.py [--lm RUN_DIR] [--tokens 92160]
+        [--routes reward_conditioned]   # rerun some routes only: the others' saved results stay in the JSON
 
 1. The starting model: `mimicry train experiment=lm_baby_gpt` (nanoGPT's CPU baby GPT, 2,000 steps)
    unless --lm gives a run of it.
@@ -109,6 +110,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=92160, help="generated tokens per route")
     parser.add_argument("--eval-every", type=int, default=6144, help="generated tokens between evaluations")
     parser.add_argument("--out", default=str(RESULTS / "bench_rl_text.json"))
+    parser.add_argument("--routes", nargs="+", choices=ROUTES, default=list(ROUTES),
+                        help="routes to run; the others' results are kept from --out (same reward and tokens)")
     args = parser.parse_args()
     import torch
 
@@ -131,7 +134,14 @@ def main() -> None:
 
     text = (DATA / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")
     routes = {}
-    for algo in ROUTES:
+    if set(args.routes) != set(ROUTES):  # keep the saved routes (and the start's samples) of an earlier run
+        saved = json.loads(Path(args.out).read_text())
+        if saved["reward"] != results["reward"] or saved["generated_tokens_per_route"] != args.tokens:
+            raise SystemExit(f"{args.out} has another reward or length: run all routes (drop --routes)")
+        routes = {algo: saved["routes"][algo] for algo in ROUTES if algo not in args.routes}
+        results["samples_before"] = saved["samples_before"]
+        results["machine"]["note"] += f"; routes {', '.join(routes)} from an earlier run of this script"
+    for algo in args.routes:
         run_dir = WORK / algo
         shutil.rmtree(run_dir, ignore_errors=True)  # a previous run's events would mix into the curves
         wall, cpu = mimicry(WORK, "train", "task=rl", "env=text", f"algo={algo}", f"init_from={lm_dir}", *REWARD,
@@ -152,16 +162,16 @@ def main() -> None:
             "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "evals": evals, "run_dir": str(run_dir),
             "samples_after": samples(task, ["ROMEO:\n", "JULIET:\n"], 2, seed=1),
         }
-        if algo == ROUTES[0]:  # the starting model's samples: the policy set back to the reference
+        if "samples_before" not in results:  # the starting model's samples: the policy set back to the reference
             task.gpt.load_state_dict(task.reference.state_dict())
             results["samples_before"] = samples(task, ["ROMEO:\n", "JULIET:\n"], 2, seed=1)
         print(f"{algo}: " + json.dumps({k: v for k, v in routes[algo].items() if k not in ("evals", "samples_after")}),
               flush=True)
-    results["routes"] = routes
+    results["routes"] = {algo: routes[algo] for algo in ROUTES}
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(f"wrote {args.out}")
     write_samples(results, RESULTS / "bench_rl_text_samples.md")
-    plot(routes, results, REPO / "docs" / "rl_text_routes.png")
+    plot(results["routes"], results, REPO / "docs" / "rl_text_routes.png")
 
 
 def write_samples(results: dict, path: Path) -> None:

@@ -169,3 +169,23 @@ def test_text_ppo_runs_end_to_end_samples_resumes_and_stays_safe(trained_lm, tmp
     # resume: the generated-token counter continues up to the new total
     run_mimicry(tmp_path, "train", f"resume={run_dir}", "task.total_env_steps=192")
     assert summary(run_dir)["metrics"]["rollout/generated_tokens"] == 192
+
+
+def test_reward_conditioned_guidance_and_absolute_buckets(tiny_lm):
+    task = build("reward_conditioned", tiny_lm, buckets=4, return_range=[0.0, 1.0])
+    # absolute buckets: equal slices of the reward's range, whatever the other rewards are
+    assert task.buckets_of(torch.tensor([0.0, 0.24, 0.25, 0.99, 1.0])).tolist() == [0, 0, 1, 3, 3]
+    assert task.buckets_of(torch.tensor([0.9, 0.95])).tolist() == [3, 3]  # quantiles would say [0, 2]
+    # classifier-free guidance: w = 1 is plain conditioning, w = 0 the untold model, and the KL is measured
+    # on the guided logits that generate() samples from
+    task = build("reward_conditioned", tiny_lm, label_dropout=0.2, guidance=1.0)
+    torch.nn.init.normal_(task.return_embedding.weight, std=0.05)
+    (group,) = task.continue_prompts([4, 0], torch.Generator().manual_seed(0))
+    assert torch.allclose(task.sampling_logits(group), task.action_logits(group), atol=1e-5)
+    task.algo["guidance"] = 0.0
+    untold = task.action_logits({**group, "bucket": torch.full_like(group["bucket"], task.null_bucket)})
+    assert torch.allclose(task.sampling_logits(group), untold, atol=1e-5)
+    task.algo["guidance"] = 3.0
+    assert float(task.kl_to_reference(group).mean()) > 0.0
+    with pytest.raises(MimicryError, match="needs algo.label_dropout > 0"):
+        build("reward_conditioned", tiny_lm, guidance=3.0)

@@ -214,6 +214,10 @@ class TextReinforcementTask(ReinforcementTask):
         """The policy's logits over the vocabulary at each action (B, T, V)."""
         return self.gpt.lm_head(self.hidden_at_actions(batch))
 
+    def sampling_logits(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The logits the policy samples its actions from (the reward-conditioned route: guided)."""
+        return self.action_logits(batch)
+
     @torch.no_grad()
     def reference_logits(self, batch: dict[str, Any]) -> torch.Tensor:
         """The starting model's logits at each action."""
@@ -223,7 +227,7 @@ class TextReinforcementTask(ReinforcementTask):
     def kl_to_reference(self, group: dict[str, Any]) -> torch.Tensor:
         """KL(policy ‖ start) of each continuation (B,): at every generated position the exact KL
         between the two next-token distributions, summed over the positions. Zero for the start."""
-        logp = F.log_softmax(self.action_logits(group), -1)
+        logp = F.log_softmax(self.sampling_logits(group), -1)
         logq = F.log_softmax(self.reference_logits(group), -1)
         return (logp.exp() * (logp - logq)).sum(-1).sum(-1)
 

@@ -30,6 +30,7 @@ from typing import Any, Iterator
 import torch
 import torch.nn as nn
 
+from mimicry.errors import MimicryError
 from mimicry.models.gpt import sample_next
 from mimicry.tasks.rl.text import TextReinforcementTask
 
@@ -39,7 +40,20 @@ class TextRewardConditioned(TextReinforcementTask):
     whole_number_settings = ("episodes_per_iteration", "batch_size", "updates_per_iteration", "buckets", "pool_size")
 
     def build_route(self) -> None:
-        self.return_embedding = nn.Embedding(self.algo["buckets"], self.gpt.lm_head.in_features)
+        buckets, edges = self.algo["buckets"], self.algo.get("return_range")
+        if edges is not None and (len(edges) != 2 or not float(edges[0]) < float(edges[1])):
+            raise MimicryError(f"algo.return_range={edges!r}: give [lowest, highest] reward, e.g. [0.0, 1.0], "
+                               "or null for quantiles of the pool")
+        if not 0.0 <= float(self.algo.get("label_dropout", 0.0)) < 1.0:
+            raise MimicryError(f"algo.label_dropout={self.algo.get('label_dropout')}: a share in [0, 1), e.g. 0.1")
+        guidance = self.algo.get("guidance")
+        if guidance is not None and (float(guidance) < 0 or not self.algo.get("label_dropout")):
+            raise MimicryError(f"algo.guidance={guidance}: classifier-free guidance needs algo.label_dropout > 0 "
+                               "(the model must also learn without the return) and a scale ≥ 0, e.g. 3.0")
+        # label dropout adds a row: "no return told" (for classifier-free guidance)
+        self.null_bucket = buckets
+        rows = buckets + 1 if self.algo.get("label_dropout") else buckets
+        self.return_embedding = nn.Embedding(rows, self.gpt.lm_head.in_features)
         nn.init.zeros_(self.return_embedding.weight)  # the start model, exactly, until it learns
         self.pool: list[dict[str, Any]] = []  # past continuations and their rewards (refilled on resume)
 
@@ -59,25 +73,53 @@ class TextRewardConditioned(TextReinforcementTask):
     def generate(self, group: dict[str, Any], start: torch.Tensor, generator: torch.Generator | None,
                  temperature: float) -> torch.Tensor:
         """GPT.generate's cached loop, with the return embedding added to each new token's input
-        (prompt + max_new_tokens fit in the context, so the cache never needs refilling)."""
+        (prompt + max_new_tokens fit in the context, so the cache never needs refilling). With
+        guidance the batch is run twice in one pass, told the return and told nothing, and the
+        token is sampled from the guided mix of the two (``guided``)."""
         told = self.told(group["bucket"])
+        guided = self.algo.get("guidance") is not None
+        if guided:
+            told = torch.cat([told, self.told(torch.full_like(group["bucket"], self.null_bucket))])
         cache: list = []
         tokens = start
-        logits = self.gpt.lm_head(self.gpt.trunk(self.gpt.embed(start) + told, cache))
+        inputs = torch.cat([start, start]) if guided else start
+        logits = self.gpt.lm_head(self.gpt.trunk(self.gpt.embed(inputs) + told, cache))
         for step in range(self.spec.max_new_tokens):
-            next_token = sample_next(logits[:, -1], temperature, generator=generator)
+            last = self.guided(*logits[:, -1].chunk(2)) if guided else logits[:, -1]
+            next_token = sample_next(last, temperature, generator=generator)
             tokens = torch.cat([tokens, next_token], dim=1)
             if step + 1 < self.spec.max_new_tokens:
-                x = self.gpt.embed(next_token, start=tokens.size(1) - 1) + told
+                new = torch.cat([next_token, next_token]) if guided else next_token
+                x = self.gpt.embed(new, start=tokens.size(1) - 1) + told
                 logits = self.gpt.lm_head(self.gpt.trunk(x, cache))
         return tokens
 
+    def guided(self, told: torch.Tensor, untold: torch.Tensor) -> torch.Tensor:
+        """Classifier-free guidance (Ho & Salimans 2022; on LMs: Sanchez et al. 2023): untold +
+        w · (told − untold). w = 1 is plain conditioning; w > 1 pushes further towards the return asked."""
+        return untold + self.algo["guidance"] * (told - untold)
+
+    def sampling_logits(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The logits generate() samples from (the KL to the start is measured on these)."""
+        told = self.action_logits(batch)
+        if self.algo.get("guidance") is None:
+            return told
+        return self.guided(told, self.action_logits({**batch, "bucket": torch.full_like(batch["bucket"],
+                                                                                        self.null_bucket)}))
+
     # ---- the pool: continuations labelled with the return they reached ----------------------
     def buckets_of(self, rewards: torch.Tensor) -> torch.Tensor:
-        """Each reward's quantile bucket within ``rewards``: the share of rewards strictly below
-        it, cut into algo.buckets equal parts (tied rewards share the lower bucket)."""
-        below = (rewards.unsqueeze(0) < rewards.unsqueeze(1)).float().mean(1)
-        return (below * self.algo["buckets"]).floor().long().clamp(max=self.algo["buckets"] - 1)
+        """Each reward's return token. With algo.return_range = [lo, hi]: equal slices of that range
+        (the highest token means "a high reward", whatever the pool holds). With null: its quantile
+        within ``rewards``, the share of rewards strictly below it cut into algo.buckets equal parts
+        (tied rewards share the lower bucket; the highest token means "better than most recent ones")."""
+        n = self.algo["buckets"]
+        if self.algo.get("return_range") is not None:
+            lo, hi = (float(x) for x in self.algo["return_range"])
+            share = (rewards - lo) / (hi - lo)
+        else:
+            share = (rewards.unsqueeze(0) < rewards.unsqueeze(1)).float().mean(1)
+        return (share * n).floor().long().clamp(min=0, max=n - 1)
 
     def add_to_pool(self, groups: list[dict[str, Any]]) -> None:
         """Add the new continuations, drop the oldest beyond algo.pool_size, relabel them all."""
@@ -109,7 +151,12 @@ class TextRewardConditioned(TextReinforcementTask):
         self.stop_clock()
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return self.imitate_continuations(batch)  # the continuation, told the return it reached
+        # the continuation, told the return it reached; some told nothing, so that the untold model
+        # that guidance pushes away from is learnt too
+        if self.algo.get("label_dropout"):
+            dropped = torch.rand(batch["bucket"].shape, device=batch["bucket"].device) < self.algo["label_dropout"]
+            batch = {**batch, "bucket": batch["bucket"].masked_fill(dropped, self.null_bucket)}
+        return self.imitate_continuations(batch)
 
     def planned_updates(self) -> int:
         per_iteration = self.algo["episodes_per_iteration"] * self.spec.max_new_tokens
