@@ -21,6 +21,16 @@ The return embeddings start at zero, so the first samples are exactly the starti
 A single return token put before the prompt (or before the continuation) was tried first: the
 baby GPT learnt to ignore it (the same reward for every return token after 96 updates), so the
 return is told at every position instead.
+
+Two options, off by default because neither helped on the benchmark (README, "RL on text"):
+``algo.return_range=[lo, hi]`` cuts the reward's range into equal slices instead of quantiles
+(the highest token then means "a high reward", not "better than most recent samples"), and
+classifier-free guidance: ``algo.label_dropout`` tells a share of the training continuations no
+return (an extra "untold" row), and ``algo.guidance=w`` samples from untold + w · (told − untold),
+the logits the KL to the start is then measured on (as the diffusion task's ``guidance=``). On the
+benchmark the return embeddings stay tiny (next-token cross-entropy gives them almost no consistent
+gradient: the return changes only where the sentence ends), every return token gives about the same
+reward, and guidance amplifies that noise: the KL rises to 30-90 nats with no gain in reward.
 """
 from __future__ import annotations
 
