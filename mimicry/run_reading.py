@@ -245,6 +245,14 @@ def read_scalars(run: Run, tags: set[str] | None) -> None:
         run.curves[tag] = _one_point_per_step(np.array(steps), np.array(values, dtype=float), np.array(walls))
 
 
+def scalar_curves(run_dir: Path, tags: set[str] | None = None) -> dict[str, Curve]:
+    """The scalar curves of one run directory (all tags, or those asked for), one point per step:
+    what benchmark scripts read back from the runs they launched."""
+    run = Run(path=Path(run_dir), summary={}, overrides=[], config={})
+    read_scalars(run, tags)
+    return run.curves
+
+
 def _scalar(value: Any) -> float | None:
     kind = value.WhichOneof("value")
     if kind == "simple_value":  # what torch's SummaryWriter (and so Lightning) writes

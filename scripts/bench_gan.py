@@ -44,6 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mimicry.checkpoints import load_task  # noqa: E402
+from mimicry.run_reading import scalar_curves  # noqa: E402
 from mimicry.data.images import MNISTDataModule  # noqa: E402
 from mimicry.metrics.feature_net import feature_net_accuracy, load_feature_net  # noqa: E402
 from mimicry.metrics.image_quality import class_coverage, extract, fid_kid, within_class  # noqa: E402
@@ -97,15 +98,8 @@ def as_days_hours_minutes_seconds(seconds: int) -> str:
 
 
 def logged_scalars(run_dir: Path, tag: str) -> list[float]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    values: list[float] = []
-    for event_file in sorted((run_dir / "tb").glob("events.out.tfevents.*")):
-        acc = EventAccumulator(str(event_file), size_guidance={"scalars": 0})
-        acc.Reload()
-        if tag in acc.Tags().get("scalars", []):
-            values.extend(e.value for e in acc.Scalars(tag))
-    return values
+    curve = scalar_curves(run_dir, {tag}).get(tag)
+    return [] if curve is None else curve.values.tolist()
 
 
 def labelled_rows(rows: dict[str, torch.Tensor]) -> Image.Image:
