@@ -1,8 +1,8 @@
 """The environments of the `rl` task, in one place: gymnasium makers, vectorized and seeded.
 
 Every environment here gives flat float32 observations (a discrete state becomes a one-hot, a
-MiniGrid view is flattened) so that one MLP fits them all. Vector envs run with gymnasium 1.x's
-``SAME_STEP`` autoreset: when an episode ends, ``step`` already returns the next episode's first
+MiniGrid view one-hots of its cells) so that one MLP fits them all. Vector envs run with gymnasium
+1.x's ``SAME_STEP`` autoreset: when an episode ends, ``step`` already returns the next episode's first
 observation and ``info["final_obs"]`` holds the true last one, which a truncated episode needs to
 bootstrap its value from.
 """
