@@ -33,6 +33,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from mimicry.run_reading import scalar_curves  # noqa: E402
 TARGET = 475.0
 
 
@@ -42,15 +43,9 @@ def child_cpu_seconds() -> float:
 
 
 def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    found: dict[str, list[tuple[int, float]]] = {}
-    for event_file in sorted((run_dir / "tb").glob("events.out.tfevents.*")):
-        acc = EventAccumulator(str(event_file), size_guidance={"scalars": 0})
-        acc.Reload()
-        for tag in acc.Tags().get("scalars", []):
-            found.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
-    return found
+    """Every scalar a run logged, as (step, value) pairs."""
+    return {tag: list(zip(curve.steps.astype(int).tolist(), curve.values.tolist()))
+            for tag, curve in scalar_curves(run_dir).items()}
 
 
 def solve_run(algo: str, seed: int, eval_every: int, workdir: Path) -> dict:
