@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from mimicry.run_reading import scalar_curves
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "scripts" / "results"
@@ -53,15 +55,9 @@ def mimicry(cwd: Path, *args: str) -> tuple[float, float]:
 
 
 def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    found: dict[str, list[tuple[int, float]]] = {}
-    for event_file in sorted((run_dir / "tb").glob("events.out.tfevents.*")):
-        acc = EventAccumulator(str(event_file), size_guidance={"scalars": 0})
-        acc.Reload()
-        for tag in acc.Tags().get("scalars", []):
-            found.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
-    return found
+    """Every scalar a run logged, as (step, value) pairs."""
+    return {tag: list(zip(curve.steps.astype(int).tolist(), curve.values.tolist()))
+            for tag, curve in scalar_curves(run_dir).items()}
 
 
 def evaluations(run_dir: Path) -> list[dict]:
