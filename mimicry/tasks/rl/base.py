@@ -253,3 +253,16 @@ class ReinforcementTask(ImitationTask):
         text_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         return [text_path, *written]
 
+
+class OfflineUpdates:
+    """For an algorithm that learns from a fixed dataset (bc, decision_transformer): the run is
+    ``algo.updates`` minibatch updates, ``algo.updates_per_eval`` of them per epoch, instead of env steps."""
+
+    def finished(self) -> bool:
+        return self.global_step >= self.algo["updates"]
+
+    def remaining_epochs(self) -> int:
+        return max(0, math.ceil((self.algo["updates"] - self.global_step) / self.algo["updates_per_eval"]))
+
+    def planned_updates(self) -> int:
+        return self.algo["updates"]

@@ -20,12 +20,12 @@ from hydra.utils import instantiate
 
 from mimicry.data.rollouts import returns_to_go
 from mimicry.errors import MimicryError
-from mimicry.tasks.rl.base import ReinforcementTask
+from mimicry.tasks.rl.base import OfflineUpdates, ReinforcementTask
 
 log = logging.getLogger("mimicry")
 
 
-class DecisionTransformer(ReinforcementTask):
+class DecisionTransformer(OfflineUpdates, ReinforcementTask):
     algo_name = "decision_transformer"
     whole_number_settings = ("context", "batch_size", "updates", "updates_per_eval", "max_timestep")
 
@@ -122,15 +122,6 @@ class DecisionTransformer(ReinforcementTask):
         if self.is_logging_step():
             self.log_rollout(len(reference))
         return loss
-
-    def finished(self) -> bool:
-        return self.global_step >= self.algo["updates"]
-
-    def remaining_epochs(self) -> int:
-        return max(0, math.ceil((self.algo["updates"] - self.global_step) / self.algo["updates_per_eval"]))
-
-    def planned_updates(self) -> int:
-        return self.algo["updates"]
 
     # ---- acting: condition on a high return, ask for the action ------------------------------
     def acting_policy(self, greedy: bool) -> "ReturnConditionedActor":

@@ -20,7 +20,7 @@ from torch.distributions import Categorical
 
 from mimicry.data.rollouts import VectorRollout, top_episodes
 from mimicry.errors import MimicryError
-from mimicry.tasks.rl.base import ReinforcementTask
+from mimicry.tasks.rl.base import OfflineUpdates, ReinforcementTask
 
 
 class FilteredBC(ReinforcementTask):
@@ -99,7 +99,7 @@ class FilteredBC(ReinforcementTask):
             self.rollout.close()
 
 
-class BehaviourCloning(FilteredBC):
+class BehaviourCloning(OfflineUpdates, FilteredBC):
     """Offline: the episodes come from ``algo.dataset`` (or are recorded first), read once; no env
     steps are taken except for evaluation. One epoch is ``updates_per_eval`` minibatches."""
     algo_name = "bc"
@@ -136,12 +136,3 @@ class BehaviourCloning(FilteredBC):
         for _ in range(self.algo["updates_per_eval"]):
             index = torch.randint(0, len(data["action"]), (self.algo["batch_size"],))
             yield {k: v[index] for k, v in data.items()}
-
-    def finished(self) -> bool:
-        return self.global_step >= self.algo["updates"]
-
-    def remaining_epochs(self) -> int:
-        return max(0, math.ceil((self.algo["updates"] - self.global_step) / self.algo["updates_per_eval"]))
-
-    def planned_updates(self) -> int:
-        return self.algo["updates"]
