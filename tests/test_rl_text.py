@@ -93,13 +93,20 @@ def improve(route: str, state: dict[str, torch.Tensor], seed: int, iterations: i
     task = build(route, state)
     before = task.evaluate()  # fixed prompts and seeds
     optimizer = torch.optim.Adam([p for p in task.parameters() if p.requires_grad], lr=3e-3)
+
+    def step(loss: torch.Tensor) -> None:
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    task.step_optimizer = step  # ppo steps each minibatch of a rollout itself: with this optimizer here
     for _ in range(iterations):
         task.hparams.total_env_steps = task.env_steps + 1  # batches() acts once, then learns from it
         task.hparams.eval_every_env_steps = task.env_steps + 1
         for batch in task.batches():
-            optimizer.zero_grad()
-            task.training_step(batch, 0).backward()
-            optimizer.step()
+            loss = task.training_step(batch, 0)
+            if task.automatic_optimization:
+                step(loss)
     assert task.env_steps == iterations * 32 * 12  # generated tokens are the env steps
     return before, task.evaluate()
 
