@@ -90,6 +90,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str, str]] = {
     # rates and fractions
     "lr": (*NON_NEGATIVE, "3e-4"), "d_lr": (*NON_NEGATIVE, "2e-4"), "min_lr": (*NON_NEGATIVE, "1e-4"),
     "weight_decay": (*NON_NEGATIVE, "0.1"), "gradient_clip_val": (*NON_NEGATIVE_OR_NULL, "1.0"),
+    "max_grad_norm": (*NON_NEGATIVE_OR_NULL, "0.5"),
     "betas": (_betas, "two numbers in [0, 1)", "[0.9,0.99]"),
     "dropout": (*SHARE, "0.1"), "val_fraction": (*SHARE, "0.1"), "test_fraction": (*SHARE, "0.1"), "label_smoothing": (*SHARE, "0.1"),
     "temperature": (*RATE, "0.8"), "top_p": (*number_in(0, 1, low_open=True, nullable=True), "0.9"),

@@ -122,8 +122,9 @@ def check_manual_optimization(task: pl.LightningModule, cfg: DictConfig) -> None
                            f"optimizers itself, so Lightning cannot accumulate for it; set it to 1 and raise "
                            f"data.batch_size instead")
     if cfg.trainer.get("gradient_clip_val"):
+        instead = " and clip with algo.max_grad_norm" if "max_grad_norm" in (cfg.get("algo") or {}) else ""
         raise MimicryError(f"trainer.gradient_clip_val={cfg.trainer.gradient_clip_val}: {name} steps its optimizers "
-                           f"itself, so Lightning cannot clip for it; set trainer.gradient_clip_val=null")
+                           f"itself, so Lightning cannot clip for it; set trainer.gradient_clip_val=null{instead}")
 
 
 def build_task(cfg: DictConfig, data_spec: dict) -> pl.LightningModule:

@@ -2,11 +2,17 @@
 
 cartpole (the default): CartPole-v1, environment steps (and wall / CPU time) until the greedy
 evaluation (10 episodes, fixed seeds) reaches a mean return of 475, for each algorithm and seed,
-through the real CLI with the default settings; and env steps/s of `algo=ppo` next to a plain
-PyTorch loop of the same PPO (the Lightning overhead). → scripts/results/bench_rl.json
+through the real CLI with the default settings. → scripts/results/bench_rl.json
 
     python scripts/bench_rl.py                       # ppo, filtered_bc, dqn; seeds 0 1 2
     python scripts/bench_rl.py --algos ppo --seeds 0 --eval-every 2048
+
+speed: env steps/s (acting and learning, evaluation excluded) of `algo=ppo` and `algo=dqn` through
+the CLI, each next to a plain PyTorch loop of the same algorithm built from the same pieces
+(rollout, network, objective, optimizer): the cost of Lightning. Measured alternately, back to back,
+three times each. → scripts/results/bench_rl_speed.json
+
+    python scripts/bench_rl.py --section speed
 
 The other sections compare the three routes from late reward to
 imitation: PPO (a critic's per-action reward), the Decision Transformer (a model of returns asked
@@ -76,7 +82,8 @@ def solve_run(algo: str, seed: int, eval_every: int, workdir: Path) -> dict:
 
 def plain_ppo_env_steps_per_sec(env_steps: int, seed: int = 0) -> float:
     """The same PPO (settings of conf/algo/ppo.yaml) as a plain PyTorch loop: no Lightning, no
-    logging, no evaluation. Same rollout, GAE and network code."""
+    logging, no evaluation. The same rollout, GAE, network, objective, optimizer and schedule code,
+    so that the ratio to mimicry's speed is the cost of the framework around them."""
     import math
 
     import torch
@@ -84,13 +91,20 @@ def plain_ppo_env_steps_per_sec(env_steps: int, seed: int = 0) -> float:
     from torch.distributions import Categorical
 
     from mimicry.data.rollouts import VectorRollout, gae
+    from mimicry.losses.policy import ppo_objective
     from mimicry.models.actor_critic import ActorCritic
+    from mimicry.tasks.base import build_optimizer
 
     torch.set_num_threads(1)
     torch.manual_seed(seed)
-    a = yaml.safe_load((REPO / "conf/algo/ppo.yaml").read_text())["algo"]
+    config = yaml.safe_load((REPO / "conf/algo/ppo.yaml").read_text())
+    a = config["algo"]
     model = ActorCritic(4, 2, [64, 64], "tanh")
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    rollout_size = a["num_envs"] * a["n_steps"]
+    updates = math.ceil(env_steps / rollout_size) * a["update_epochs"] * math.ceil(rollout_size / a["batch_size"])
+    built = build_optimizer(model.parameters(), config["optim"], updates)
+    optimizer, schedule = built["optimizer"], built["lr_scheduler"]["scheduler"]
+    value_loss = torch.nn.MSELoss()
     rollout = VectorRollout("cartpole", a["num_envs"], seed)
 
     def policy(obs: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -106,28 +120,114 @@ def plain_ppo_env_steps_per_sec(env_steps: int, seed: int = 0) -> float:
             next_values = model.value(data["next_obs"])
         adv, ret = gae(data["reward"], data["value"], next_values, data["terminated"], data["truncated"],
                        a["gamma"], a["gae_lambda"])
-        steps += a["num_envs"] * a["n_steps"]
+        steps += rollout_size
         flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in
                 {"obs": data["obs"], "action": data["action"], "logprob": data["logprob"], "adv": adv, "ret": ret}.items()}
-        size = len(flat["obs"])
         for _ in range(a["update_epochs"]):
-            order = torch.randperm(size)
-            for start in range(0, size, a["batch_size"]):
+            order = torch.randperm(rollout_size)
+            for start in range(0, rollout_size, a["batch_size"]):
                 b = {k: v[order[start:start + a["batch_size"]]] for k, v in flat.items()}
                 logits, values = model(b["obs"])
-                dist = Categorical(logits=logits)
-                ratio = (dist.log_prob(b["action"]) - b["logprob"]).exp()
-                advantage = (b["adv"] - b["adv"].mean()) / (b["adv"].std() + 1e-8)
-                clip = a["clip_range"]
-                policy_loss = -torch.min(ratio * advantage, ratio.clamp(1 - clip, 1 + clip) * advantage).mean()
-                loss = policy_loss + a["vf_coef"] * (values - b["ret"]).pow(2).mean()
-                optimizer.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+                clip = a["clip_range"] * (max(0.0, 1.0 - steps / env_steps) if a["clip_anneal"] else 1.0)
+                terms = ppo_objective(logits, values, b["action"], b["logprob"], b["adv"], b["ret"], value_loss, clip,
+                                      a["vf_coef"], a["ent_coef"], a["normalize_advantage"])
+                optimizer.zero_grad(set_to_none=True)
+                terms.loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), a["max_grad_norm"])
                 optimizer.step()
+                schedule.step()
     rollout.close()
-    assert math.isfinite(loss.item())
+    assert math.isfinite(terms.loss.item())
     return steps / (time.perf_counter() - started)
+
+
+def plain_dqn_env_steps_per_sec(env_steps: int, seed: int = 0) -> float:
+    """The same DQN (settings of conf/algo/dqn.yaml) as a plain PyTorch loop: no Lightning, no
+    logging, no evaluation. The same environments, replay buffer, network, target, loss and optimizer code."""
+    import copy
+    import math
+
+    import torch
+    import yaml
+
+    from mimicry.data.replay import ReplayBuffer
+    from mimicry.data.rollouts import VectorRollout
+    from mimicry.losses.td import Huber, q_target
+    from mimicry.models.q_network import QNetwork
+    from mimicry.tasks.base import build_optimizer
+
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    config = yaml.safe_load((REPO / "conf/algo/dqn.yaml").read_text())
+    a = config["algo"]
+    model = QNetwork(4, 2, [256, 256], "relu")
+    target = copy.deepcopy(model).requires_grad_(False)
+    updates = max(1, math.ceil(max(0, env_steps - a["learning_starts"]) / a["train_freq"]) * a["gradient_steps"])
+    built = build_optimizer(model.parameters(), config["optim"], updates)
+    optimizer, schedule = built["optimizer"], built["lr_scheduler"]["scheduler"]
+    huber = Huber()
+    rollout = VectorRollout("cartpole", a["num_envs"], seed)
+    buffer = ReplayBuffer(a["buffer_size"], 4)
+
+    started, steps = time.perf_counter(), 0
+    while steps < env_steps:
+        for _ in range(a["train_freq"] // a["num_envs"]):
+            progress = steps / (a["exploration_fraction"] * env_steps)
+            epsilon = a["exploration_final_eps"] if progress >= 1 else \
+                a["exploration_initial_eps"] + progress * (a["exploration_final_eps"] - a["exploration_initial_eps"])
+            with torch.no_grad():
+                best = model(torch.as_tensor(rollout.obs)).argmax(-1)
+            explore = torch.rand(len(best)) < epsilon
+            action = torch.where(explore, torch.randint_like(best, 2), best)
+            t = rollout.step(action.numpy())
+            buffer.add(t["obs"], t["action"], t["reward"], t["next_obs"], t["terminated"])
+            before, steps = steps, steps + a["num_envs"]
+            if steps // a["target_update_interval"] > before // a["target_update_interval"]:
+                target.load_state_dict(model.state_dict())
+        rollout.pop_episodes()
+        if len(buffer) >= a["learning_starts"]:
+            for _ in range(a["gradient_steps"]):
+                b = buffer.sample(a["batch_size"])
+                with torch.no_grad():
+                    reference = q_target(b["reward"], b["terminated"], target(b["next_obs"]), None, a["gamma"])
+                prediction = model(b["obs"]).gather(1, b["action"].unsqueeze(1)).squeeze(1)
+                loss = huber(prediction, reference)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), a["max_grad_norm"])
+                optimizer.step()
+                schedule.step()
+    rollout.close()
+    return steps / (time.perf_counter() - started)
+
+
+def cli_env_steps_per_sec(algo: str, env_steps: int, workdir: Path, name: str) -> float:
+    """Median env steps/s that a run of ``algo`` through the CLI logs (evaluation excluded)."""
+    run_dir = workdir / name
+    args = [sys.executable, "-m", "mimicry.cli", "train", "task=rl", f"algo={algo}", f"task.total_env_steps={env_steps}",
+            f"task.eval_every_env_steps={env_steps}", f"hydra.run.dir={run_dir}", "callbacks.progress=null"]
+    result = subprocess.run(args, cwd=workdir, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if result.returncode != 0:
+        raise SystemExit(f"{algo} speed run failed:\n{result.stderr[-3000:]}")
+    return statistics.median(v for _, v in scalars(run_dir)["rollout/env_steps_per_sec"])
+
+
+def section_speed(workdir: Path, repeats: int = 3) -> None:
+    plain = {"ppo": plain_ppo_env_steps_per_sec, "dqn": plain_dqn_env_steps_per_sec}
+    env_steps = {"ppo": 20480, "dqn": 20480}
+    results = {}
+    for algo in ("ppo", "dqn"):
+        cli, loop = [], []
+        for r in range(repeats):  # alternately, so that a change in the machine's load hits both
+            cli.append(cli_env_steps_per_sec(algo, env_steps[algo], workdir, f"{algo}_{r}"))
+            loop.append(plain[algo](env_steps[algo], seed=r))
+            print(f"{algo} repeat {r}: mimicry {cli[-1]:.0f}, plain PyTorch loop {loop[-1]:.0f} env steps/s", flush=True)
+        results[algo] = {"env_steps": env_steps[algo], "mimicry_env_steps_per_sec": [round(v, 1) for v in cli],
+                         "plain_pytorch_env_steps_per_sec": [round(v, 1) for v in loop],
+                         "ratio_of_medians": round(statistics.median(cli) / statistics.median(loop), 3)}
+        print(f"{algo}: ratio {results[algo]['ratio_of_medians']} (median mimicry / median plain loop)", flush=True)
+    write(str(REPO / "scripts/results/bench_rl_speed.json"),
+          {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, one thread per process", **results})
 
 
 def main() -> None:
@@ -135,10 +235,9 @@ def main() -> None:
     parser.add_argument("--algos", nargs="+", default=["ppo", "filtered_bc", "dqn"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--eval-every", type=int, default=2500, help="env steps between evaluations")
-    parser.add_argument("--speed-steps", type=int, default=20480, help="env steps for the plain-loop speed check")
     parser.add_argument("--out", default=str(REPO / "scripts/results/bench_rl.json"))
     parser.add_argument("--section", default="cartpole",
-                        choices=["cartpole", "dt_cartpole", "key_to_door", "door_key", "plot"])
+                        choices=["cartpole", "speed", "dt_cartpole", "key_to_door", "door_key", "plot"])
     parser.add_argument("--workdir", help="the sections' run folder (default: a new temporary one); runs "
                         "already completed there are read, not rerun")
     args = parser.parse_args()
@@ -166,21 +265,12 @@ def main() -> None:
         summary[algo] = {"solved": f"{len(steps)}/{len(mine)}",
                          "median_env_steps_to_solve": statistics.median(steps) if len(steps) == len(mine) else None,
                          "median_wall_s": statistics.median(r["wall_s"] for r in mine)}
-    speed = {}
-    if "ppo" in args.algos:
-        plain = plain_ppo_env_steps_per_sec(args.speed_steps)
-        lightning = statistics.median(r["env_steps_per_sec_median"] for r in runs if r["algo"] == "ppo")
-        speed = {"plain_pytorch_ppo_env_steps_per_sec": round(plain, 1),
-                 "mimicry_ppo_env_steps_per_sec": lightning, "ratio": round(lightning / plain, 3)}
     print("\nalgo          solved  median env steps to 475   median wall s")
     for algo, s in summary.items():
         print(f"{algo:12s}  {s['solved']:6s}  {str(s['median_env_steps_to_solve']):24s}  {s['median_wall_s']}")
-    if speed:
-        print(f"\nPPO env steps/s (acting + learning): mimicry {speed['mimicry_ppo_env_steps_per_sec']}, "
-              f"plain PyTorch loop {speed['plain_pytorch_ppo_env_steps_per_sec']} (ratio {speed['ratio']})")
     write(args.out, {"target_return": TARGET, "env": "cartpole (CartPole-v1)", "eval_every": args.eval_every,
                      "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared, loaded)",
-                     "summary": summary, "speed": speed, "runs": runs})
+                     "summary": summary, "runs": runs})
     print(f"wrote {args.out}")
 
 
@@ -448,8 +538,8 @@ def section_plot(workdir: Path) -> None:
     print(f"wrote {out}")
 
 
-SECTIONS = {"dt_cartpole": section_dt_cartpole, "key_to_door": section_key_to_door, "door_key": section_door_key,
-            "plot": section_plot}
+SECTIONS = {"speed": section_speed, "dt_cartpole": section_dt_cartpole, "key_to_door": section_key_to_door,
+            "door_key": section_door_key, "plot": section_plot}
 
 
 if __name__ == "__main__":

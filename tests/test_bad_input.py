@@ -105,6 +105,10 @@ def test_manual_optimization_refuses_accumulation_and_clipping(tmp_path):
     gan = ["task=gan", "data.limit=32", "trainer.max_epochs=1", "task.metrics_every_n_epochs=0"]
     assert "set it to 1 and raise data.batch_size" in failing(tmp_path, "train", *gan, "trainer.accumulate_grad_batches=2")
     assert "set trainer.gradient_clip_val=null" in failing(tmp_path, "train", *gan, "trainer.gradient_clip_val=1.0")
+    # PPO and DQN step by hand too (a batch is a rollout): their clipping is algo.max_grad_norm
+    output = failing(tmp_path, "train", "task=rl", "trainer.gradient_clip_val=0.5")
+    assert "set trainer.gradient_clip_val=null and clip with algo.max_grad_norm" in output
+    assert "algo.max_grad_norm=-1" in failing(tmp_path, "train", "task=rl", "algo.max_grad_norm=-1")
 
 
 def test_trainer_arguments_people_use_are_accepted(tmp_path):

@@ -9,7 +9,7 @@ import torch
 from conftest import read_events, run_dirs, run_mimicry, summary
 from mimicry.checkpoints import load_task
 from mimicry.data.episodes import load_episodes
-from mimicry.tasks.rl.ppo import PPO
+from mimicry.tasks.rl.ppo import PPO, ppo_terms
 
 ALGO = {"num_envs": 2, "n_steps": 8, "batch_size": 16, "update_epochs": 1, "gamma": 0.98, "gae_lambda": 0.8,
         "clip_range": 0.2, "clip_anneal": False, "normalize_advantage": True, "ent_coef": 0.0, "vf_coef": 0.5}
@@ -37,7 +37,7 @@ def test_ppo_update_follows_the_advantage_and_the_critic_imitates_returns():
     optimizer = torch.optim.Adam(task.parameters(), lr=1e-2)
     for _ in range(100):
         optimizer.zero_grad()
-        task.training_step(batch, 0).backward()
+        ppo_terms(task, batch, ALGO["clip_range"]).loss.backward()
         optimizer.step()
     with torch.no_grad():
         accuracy = (task.act(obs, greedy=True) == good).float().mean().item()
@@ -56,10 +56,10 @@ def test_ppo_clipping_stops_pushing_a_ratio_past_the_trust_region():
         logprob = torch.distributions.Categorical(logits=task.model.logits(obs)).log_prob(action)
     batch = {"obs": obs, "action": action, "advantage": torch.ones(64), "return": torch.zeros(64),
              "value": torch.zeros(64)}
-    task.training_step({**batch, "logprob": logprob - 1.0}, 0).backward()  # ratio e > 1.2: clipped
+    ppo_terms(task, {**batch, "logprob": logprob - 1.0}, ALGO["clip_range"]).loss.backward()  # ratio e > 1.2: clipped
     assert all(p.grad is None or p.grad.abs().max() == 0 for p in task.model.actor.parameters())
     task.zero_grad()
-    task.training_step({**batch, "logprob": logprob}, 0).backward()  # ratio 1: inside, the policy moves
+    ppo_terms(task, {**batch, "logprob": logprob}, ALGO["clip_range"]).loss.backward()  # ratio 1: inside, the policy moves
     assert max(p.grad.abs().max().item() for p in task.model.actor.parameters()) > 1e-4
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Callable, NamedTuple
 
 import torch
-from torch.distributions import Categorical
+import torch.nn.functional as F
 
 
 class PPOTerms(NamedTuple):
@@ -19,8 +19,7 @@ class PPOTerms(NamedTuple):
     policy_loss: torch.Tensor
     value_loss: torch.Tensor
     entropy: torch.Tensor
-    approx_kl: torch.Tensor     # KL(old ‖ new) of this minibatch (no gradient)
-    clip_fraction: torch.Tensor  # share of ratios outside the trust region (no gradient)
+    log_ratio: torch.Tensor     # log π_new − log π_old of each action (no gradient): see policy_shift
 
 
 def normalized(advantage: torch.Tensor) -> torch.Tensor:
@@ -30,17 +29,18 @@ def normalized(advantage: torch.Tensor) -> torch.Tensor:
     return (advantage - advantage.mean()) / (advantage.std() + 1e-8)
 
 
-def clipped_surrogate(logprob: torch.Tensor, old_logprob: torch.Tensor, advantage: torch.Tensor,
-                      clip_range: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Climb the advantage, but stop where the new/old probability ratio leaves [1-clip, 1+clip].
-    Returns (loss, approx_kl, clip_fraction)."""
-    log_ratio = logprob - old_logprob
+def clipped_surrogate(log_ratio: torch.Tensor, advantage: torch.Tensor, clip_range: float) -> torch.Tensor:
+    """Climb the advantage, but stop where the new/old probability ratio leaves [1-clip, 1+clip]."""
     ratio = log_ratio.exp()
-    loss = -torch.min(ratio * advantage, ratio.clamp(1 - clip_range, 1 + clip_range) * advantage).mean()
+    return -torch.min(ratio * advantage, ratio.clamp(1 - clip_range, 1 + clip_range) * advantage).mean()
+
+
+def policy_shift(log_ratio: torch.Tensor, clip_range: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """How far the policy has moved on the actions taken: KL(old ‖ new) by Schulman's k3 estimator,
+    and the share of ratios outside the trust region. Diagnostics, computed where they are logged."""
     with torch.no_grad():
-        approx_kl = ((ratio - 1) - log_ratio).mean()  # Schulman's k3 estimator of KL(old ‖ new)
-        clip_fraction = ((ratio - 1).abs() > clip_range).float().mean()
-    return loss, approx_kl, clip_fraction
+        ratio = log_ratio.exp()
+        return ((ratio - 1) - log_ratio).mean(), ((ratio - 1).abs() > clip_range).float().mean()
 
 
 def ppo_objective(logits: torch.Tensor, values: torch.Tensor, action: torch.Tensor, old_logprob: torch.Tensor,
@@ -48,12 +48,12 @@ def ppo_objective(logits: torch.Tensor, values: torch.Tensor, action: torch.Tens
                   value_loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], clip_range: float,
                   vf_coef: float, ent_coef: float, normalize_advantage: bool) -> PPOTerms:
     """The PPO loss of a minibatch of N steps: logits (N, A), values (N,), the rest (N,)."""
-    dist = Categorical(logits=logits)
-    logprob = dist.log_prob(action)
-    entropy = dist.entropy().mean()
+    logp = F.log_softmax(logits, dim=-1)
+    log_ratio = logp.gather(-1, action.unsqueeze(-1)).squeeze(-1) - old_logprob
+    entropy = -(logp.exp() * logp).sum(-1).mean()
     if normalize_advantage:
         advantage = normalized(advantage)
-    policy_loss, approx_kl, clip_fraction = clipped_surrogate(logprob, old_logprob, advantage, clip_range)
+    policy_loss = clipped_surrogate(log_ratio, advantage, clip_range)
     value_loss = value_loss_fn(values, returns)  # the critic imitates the returns
     loss = policy_loss + vf_coef * value_loss - ent_coef * entropy
-    return PPOTerms(loss, policy_loss, value_loss, entropy, approx_kl, clip_fraction)
+    return PPOTerms(loss, policy_loss, value_loss, entropy, log_ratio.detach())

@@ -24,7 +24,7 @@ from mimicry.data.episodes import Episodes, load_episodes
 from mimicry.data.recording import offline_dataset
 from mimicry.data.rollouts import RolloutDataset, run_episodes
 from mimicry.errors import MimicryError
-from mimicry.tasks.base import ImitationTask, build_optimizer
+from mimicry.tasks.base import ImitationTask, build_optimizer, gradient_norm
 
 log = logging.getLogger("mimicry")
 
@@ -62,6 +62,7 @@ class ReinforcementTask(ImitationTask):
         self.start_env_steps = 0  # where this fit started (the checkpoint's count when resuming)
         self.rollout_stats: dict[str, float] = {}  # the latest rollout's numbers, logged at logging steps
         self._clock: tuple[float, int] | None = None  # (time, env steps) at the previous rollout
+        self.grad_norm: torch.Tensor | None = None  # the latest update's, before clipping (stepped by hand)
 
     def environment(self, env: str) -> Any:
         """What the networks need to know of ``env`` (a task whose environment is not a gymnasium
@@ -151,6 +152,8 @@ class ReinforcementTask(ImitationTask):
         if not self.is_logging_step():
             return
         values = {"rollout/env_steps": float(self.env_steps), **self.rollout_stats}
+        if not self.automatic_optimization and self.grad_norm is not None:
+            values["train/grad_norm"] = self.grad_norm
         for name, value in values.items():
             self.log(name, value, on_step=True, on_epoch=False, batch_size=batch_size)
 
@@ -190,6 +193,26 @@ class ReinforcementTask(ImitationTask):
     def planned_updates(self) -> int:
         """Optimizer steps in the whole run (the learning-rate schedule decays over them)."""
         raise NotImplementedError
+
+    def step_optimizer(self, loss: torch.Tensor) -> None:
+        """One update, stepped by hand, for an algorithm whose Lightning batch is a whole rollout or
+        replay phase (ppo, dqn) and whose minibatch updates run inside ``training_step``: Lightning's
+        bookkeeping around a batch costs about as long as a small network's update on CPU, so it is
+        paid once per rollout instead of once per minibatch (scripts/bench_rl.py measures it).
+        Gradients are clipped to ``algo.max_grad_norm`` (null: not clipped)."""
+        optimizer = self.optimizers()
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.algo.get("max_grad_norm"):  # (it returns the norm before clipping: log_rollout logs the last one)
+            self.grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters(), self.algo["max_grad_norm"])
+        elif self.is_logging_step():
+            self.grad_norm = gradient_norm(self.parameters())
+        optimizer.step()
+        self.lr_schedulers().step()
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.automatic_optimization:  # stepped by hand, step_optimizer takes the norm (once per batch logged)
+            super().on_before_optimizer_step(optimizer)
 
     def configure_optimizers(self):
         optim = dict(self.hparams.optim)

@@ -2,7 +2,9 @@
 
 Reference: the bootstrapped target r + γ·Q_target(s', a') (no bootstrap after a terminal step),
 from transitions replayed out of a buffer; the Q-network imitates it under the Huber loss. The
-policy is ε-greedy on the Q-values. Read top to bottom: act and store → sample → imitate.
+policy is ε-greedy on the Q-values. Read top to bottom: act and store → sample → imitate. One
+Lightning batch is one training phase: its ``gradient_steps`` minibatches, updated inside
+``training_step`` (stepped by hand, as PPO's rollout).
 """
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ class DQN(ReinforcementTask):
         self.target = copy.deepcopy(self.model).requires_grad_(False)  # a slowly following copy for the targets
         self.rollout: VectorRollout | None = None
         self.buffer: ReplayBuffer | None = None
+        self.automatic_optimization = False  # a batch is a whole training phase: its updates are stepped here
 
     # ---- acting ------------------------------------------------------------------------------
     def epsilon(self) -> float:
@@ -82,25 +85,29 @@ class DQN(ReinforcementTask):
             self.rollout_stats["rollout/epsilon"] = self.epsilon()
             self.rollout_stats["rollout/replay_size"] = float(len(self.buffer))
             self.time_env_steps()
-            # learn: gradient_steps minibatches replayed from the buffer
+            # learn: gradient_steps minibatches replayed from the buffer, drawn together (the
+            # buffer does not change between them), as one Lightning batch
             if len(self.buffer) >= a["learning_starts"]:
-                for _ in range(a["gradient_steps"]):
-                    yield self.buffer.sample(a["batch_size"])
+                yield self.buffer.sample(a["batch_size"] * a["gradient_steps"])
         self.stop_clock()
 
     # ---- learning ----------------------------------------------------------------------------
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        with torch.no_grad():
-            next_online = self.model(batch["next_obs"]) if self.algo["double_dqn"] else None
-            reference = q_target(batch["reward"], batch["terminated"], self.target(batch["next_obs"]), next_online,
-                                 self.algo["gamma"])
-        prediction = self.model(batch["obs"]).gather(1, batch["action"].unsqueeze(1)).squeeze(1)
-        loss = self.imitate(prediction, reference)
-        if self.is_logging_step():
-            self.log("train/q_mean", prediction.detach().mean(), on_step=True, on_epoch=False,
-                     batch_size=len(prediction))
+    def training_step(self, replayed: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        for start in range(0, len(replayed["obs"]), self.algo["batch_size"]):
+            batch = {k: v[start:start + self.algo["batch_size"]] for k, v in replayed.items()}
+            with torch.no_grad():
+                next_online = self.model(batch["next_obs"]) if self.algo["double_dqn"] else None
+                reference = q_target(batch["reward"], batch["terminated"], self.target(batch["next_obs"]),
+                                     next_online, self.algo["gamma"])
+            prediction = self.model(batch["obs"]).gather(1, batch["action"].unsqueeze(1)).squeeze(1)
+            loss = self.compare(prediction, reference)
+            self.step_optimizer(loss)
+        if self.is_logging_step():  # the curves, from the phase's last minibatch
+            for name, value in (("train/loss", loss), ("train/q_mean", prediction.detach().mean())):
+                self.log(name, value, on_step=True, on_epoch=False, batch_size=len(prediction),
+                         prog_bar=name == "train/loss")
             self.log_rollout(len(prediction))
-        return loss
+        return loss.detach()
 
     def planned_updates(self) -> int:
         a = self.algo

@@ -2,13 +2,15 @@
 
 Reference: the critic imitates the returns; the advantage (how much better an action did than the
 critic predicted, by GAE) is the per-action "fake reward" the policy climbs, inside a trust region
-(the clipped ratio). Read top to bottom: act → advantages → minibatch updates. The objective itself
-(mimicry/losses/policy.py) and ``ppo_step`` below are shared with PPO on text (text_ppo.py).
+(the clipped ratio). Read top to bottom: act → advantages → minibatch updates. One Lightning batch
+is one rollout; its ``update_epochs`` passes of minibatch updates run inside ``training_step``
+(``ppo_updates``, stepped by hand). The objective itself (mimicry/losses/policy.py) and
+``ppo_updates`` are shared with PPO on text (text_ppo.py).
 """
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from typing import Any, Iterable, Iterator
 
 import torch
 from hydra.utils import instantiate
@@ -16,7 +18,7 @@ from torch.distributions import Categorical
 
 from mimicry.data.rollouts import VectorRollout, gae
 from mimicry.errors import MimicryError
-from mimicry.losses.policy import ppo_objective
+from mimicry.losses.policy import PPOTerms, policy_shift, ppo_objective
 from mimicry.tasks.rl.base import ReinforcementTask
 
 
@@ -35,6 +37,7 @@ class PPO(ReinforcementTask):
                                f"(num_envs × n_steps = {algo['num_envs'] * algo['n_steps']}); lower it or raise n_steps")
         self.model = instantiate(model, obs_dim=self.spec.obs_dim, n_actions=self.spec.n_actions)
         self.rollout: VectorRollout | None = None  # started on the first batch, so that `mimicry sample` runs no env
+        self.automatic_optimization = False  # a batch is a whole rollout: its minibatch updates are stepped here
 
     # ---- acting ------------------------------------------------------------------------------
     def policy_step(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -71,25 +74,30 @@ class PPO(ReinforcementTask):
                 "value": flat(data["value"]), "advantage": flat(advantages), "return": flat(returns)}
 
     def batches(self) -> Iterator[dict[str, torch.Tensor]]:
-        a = self.algo
         end = self.epoch_end_env_steps()
         while self.env_steps < end:
-            rollout = self.collect()
-            size = len(rollout["obs"])
-            for _ in range(a["update_epochs"]):
-                order = torch.randperm(size)
-                for start in range(0, size, a["batch_size"]):
-                    index = order[start:start + a["batch_size"]]
-                    yield {k: v[index] for k, v in rollout.items()}
+            yield self.collect()  # one Lightning batch = one rollout
         self.stop_clock()
+
+    def minibatches(self, rollout: dict[str, torch.Tensor]) -> Iterator[dict[str, torch.Tensor]]:
+        """``update_epochs`` passes over the rollout, each in a fresh random order."""
+        a = self.algo
+        size = len(rollout["obs"])
+        for _ in range(a["update_epochs"]):
+            order = torch.randperm(size)
+            for start in range(0, size, a["batch_size"]):
+                index = order[start:start + a["batch_size"]]
+                yield {k: v[index] for k, v in rollout.items()}
 
     # ---- learning ----------------------------------------------------------------------------
     def clip_range(self) -> float:
         return annealed_clip_range(self.algo, self.env_steps, self.hparams.total_env_steps)
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        logits, values = self.model(batch["obs"])
-        return ppo_step(self, logits, values, batch, self.clip_range())
+    def policy_and_value(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model(batch["obs"])
+
+    def training_step(self, rollout: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return ppo_updates(self, self.minibatches(rollout), self.clip_range())
 
     def planned_updates(self) -> int:
         a = self.algo
@@ -108,19 +116,30 @@ def annealed_clip_range(algo: dict, env_steps: int, total_env_steps: int) -> flo
     return algo["clip_range"] * max(0.0, 1.0 - env_steps / total_env_steps)
 
 
-def ppo_step(task: ReinforcementTask, logits: torch.Tensor, values: torch.Tensor, batch: dict[str, torch.Tensor],
-             clip: float) -> torch.Tensor:
-    """One PPO minibatch of any task whose steps are flattened to rows (logits (N, A), values (N,),
-    batch["action" | "logprob" | "advantage" | "return"] (N,)): the loss, and the curves people read."""
+def ppo_terms(task: ReinforcementTask, batch: dict[str, Any], clip: float) -> PPOTerms:
+    """PPO's objective on one minibatch, for any task with ``policy_and_value(batch)`` (action logits
+    (..., A) and the critic's values (...), one per action taken) and a batch holding each action's
+    "action" | "logprob" | "advantage" | "return" in the same shape. A pure function: no step, no log."""
     a = task.algo
-    terms = ppo_objective(logits, values, batch["action"], batch["logprob"], batch["advantage"], batch["return"],
-                          lambda v, r: task.imitate(v, r, name="value_loss"), clip, a["vf_coef"], a["ent_coef"],
-                          a["normalize_advantage"])
+    logits, values = task.policy_and_value(batch)
+    action, logprob, advantage, returns = (batch[k].reshape(-1) for k in ("action", "logprob", "advantage", "return"))
+    return ppo_objective(logits.reshape(-1, logits.size(-1)), values.reshape(-1), action, logprob, advantage, returns,
+                         task.compare, clip, a["vf_coef"], a["ent_coef"], a["normalize_advantage"])
+
+
+def ppo_updates(task: ReinforcementTask, minibatches: Iterable[dict[str, Any]], clip: float) -> torch.Tensor:
+    """PPO's learning phase on one rollout: one update per minibatch (``ppo_terms``); the curves people
+    read, from the last one. Returns its loss (what the divergence guard watches)."""
+    for batch in minibatches:
+        terms = ppo_terms(task, batch, clip)
+        task.step_optimizer(terms.loss)
     if task.is_logging_step():
-        n = len(values)
+        approx_kl, clip_fraction = policy_shift(terms.log_ratio, clip)
+        n = len(terms.log_ratio)
         for name, value in (("train/loss", terms.loss), ("train/policy_loss", terms.policy_loss),
-                            ("train/entropy", terms.entropy), ("train/approx_kl", terms.approx_kl),
-                            ("train/clip_fraction", terms.clip_fraction), ("train/clip_range", clip)):
-            task.log(name, value, on_step=True, on_epoch=False, batch_size=n)
+                            ("train/value_loss", terms.value_loss), ("train/entropy", terms.entropy),
+                            ("train/approx_kl", approx_kl), ("train/clip_fraction", clip_fraction),
+                            ("train/clip_range", clip)):
+            task.log(name, value, on_step=True, on_epoch=False, batch_size=n, prog_bar=name == "train/loss")
         task.log_rollout(n)
-    return terms.loss
+    return terms.loss.detach()

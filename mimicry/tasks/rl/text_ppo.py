@@ -1,7 +1,7 @@
 """PPO on text: a value head on the GPT gives every generated token a reward of its own.
 
-The same PPO as CartPole's (``ppo_step``: mimicry/losses/policy.py's objective, and the same GAE):
-only the rollout differs. One action = one token; the critic is a linear head on the GPT's last
+The same PPO as CartPole's (``ppo_updates``: mimicry/losses/policy.py's objective, and the same
+GAE): only the rollout differs. One action = one token; the critic is a linear head on the GPT's last
 hidden state. Each token's reward is a penalty for leaving the starting model,
 -kl_coef · (log π(token) − log π_start(token)), and the last token also gets the text's reward
 (Ziegler et al. 2019; InstructGPT): without the penalty the policy may find text that games the
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from mimicry.data.rollouts import gae
 from mimicry.errors import MimicryError
-from mimicry.tasks.rl.ppo import annealed_clip_range, ppo_step
+from mimicry.tasks.rl.ppo import annealed_clip_range, ppo_updates
 from mimicry.tasks.rl.text import TextReinforcementTask
 
 
@@ -29,6 +29,7 @@ class TextPPO(TextReinforcementTask):
     def build_route(self) -> None:
         if self.algo["kl_coef"] < 0:
             raise MimicryError(f"algo.kl_coef={self.algo['kl_coef']}: must be ≥ 0, e.g. 0.05")
+        self.automatic_optimization = False  # a batch is a whole rollout: ppo_updates steps each minibatch
         self.value_head = nn.Linear(self.gpt.lm_head.in_features, 1)
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
@@ -63,21 +64,22 @@ class TextPPO(TextReinforcementTask):
             if variance > 0 else 0.0
         return groups
 
-    def batches(self) -> Iterator[dict[str, Any]]:
+    def batches(self) -> Iterator[list[dict[str, Any]]]:
         end = self.epoch_end_env_steps()
         while self.env_steps < end:
-            groups = self.collect()
-            every = [torch.arange(len(g["action"])) for g in groups]
-            for _ in range(self.algo["update_epochs"]):
-                yield from self.minibatches(groups, every, ("action", "logprob", "advantage", "return"))
+            yield self.collect()  # one Lightning batch = one rollout (a group of continuations per prompt)
         self.stop_clock()
 
-    # ---- learning: the same PPO step as CartPole's, one row per generated token --------------
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        logits, values = self.policy_and_value(batch)
-        flat = {k: batch[k].reshape(-1) for k in ("action", "logprob", "advantage", "return")}
+    # ---- learning: the same PPO updates as CartPole's, one row per generated token -----------
+    def training_step(self, groups: list[dict[str, Any]], batch_idx: int) -> torch.Tensor:
+        every = [torch.arange(len(g["action"])) for g in groups]
+        minibatches = (batch for _ in range(self.algo["update_epochs"])
+                       for batch in self.minibatches(groups, every, ("action", "logprob", "advantage", "return")))
         clip = annealed_clip_range(self.algo, self.env_steps, self.hparams.total_env_steps)
-        return ppo_step(self, logits.reshape(-1, logits.size(-1)), values.reshape(-1), flat, clip)
+        return ppo_updates(self, minibatches, clip)
+
+    def count_items(self, groups: list[dict[str, Any]]) -> int:
+        return sum(int(g["action"].numel()) for g in groups)
 
     def planned_updates(self) -> int:
         a = self.algo
