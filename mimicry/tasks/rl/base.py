@@ -141,7 +141,7 @@ class ReinforcementTask(ImitationTask):
         target = self.hparams.stop_at_return
         score = self.trainer.callback_metrics.get("eval/return_mean")
         if target is not None and score is not None and float(score) >= target:
-            log.info(f"eval/return_mean {float(score):.1f} ≥ stop_at_return={target} after {self.env_steps} env steps")
+            log.info(f"eval/return_mean {float(score):.4g} ≥ stop_at_return={target} after {self.env_steps} env steps")
             done = True
         if done:
             self.trainer.should_stop = True
