@@ -140,6 +140,24 @@ def test_embeddings_probe_writes_projector_files(trained_lm, tmp_path, capsys):
     assert len(tensors.read_text().splitlines()) == vocab == len(labels.read_text().splitlines())
 
 
+def test_image_probes_read_a_gan_run(tmp_path, capsys):
+    run_mimicry(tmp_path, "train", "task=gan", "data.limit=256", "trainer.max_epochs=1", "task.metrics_every_n_epochs=0",
+                "task.sample_every_n_steps=0")
+    (run_dir,) = run_dirs(tmp_path)
+    # projector files: the feature net's and the discriminator's features of 60 labelled digits
+    assert main(["probe", "embeddings", str(run_dir), "n=60"]) == 0
+    assert "discriminator_features: 60 vectors" in capsys.readouterr().out
+    for tag in ("feature_net", "discriminator_features"):
+        (labels,) = (run_dir / "tb").rglob(f"{tag}/metadata.tsv")
+        assert len(labels.read_text().splitlines()) == 60
+        assert set(labels.read_text().split()) <= set("0123456789")
+    # layer by layer through the discriminator: the pixels, then one value per LeakyReLU (3 in DCGAN's)
+    result = layer_agreement(open_run(run_dir, "last"), k=5, bank=300, queries=100)
+    assert result["layers"] == ["pixels", "layer 1", "layer 2", "layer 3"]
+    assert all(0 <= v <= 1 for v in result["agreement"])
+    assert result["agreement"][0] > 3 * result["chance"]  # digits' pixels alone sort them well
+
+
 def test_probe_command_lists_probes_and_refuses_unknown_ones(tmp_path, capsys):
     assert main(["probe", "--help"]) == 0
     listed = capsys.readouterr().out

@@ -8,6 +8,7 @@ import torch
 
 from conftest import read_events, run_dirs, run_mimicry, summary
 from mimicry.checkpoints import load_task
+from mimicry.cli import main
 from mimicry.data.episodes import load_episodes
 from mimicry.tasks.rl.ppo import PPO, ppo_terms
 
@@ -85,6 +86,14 @@ def test_tiny_ppo_run_logs_env_steps_evaluates_samples_and_records(tmp_path):
     assert len(episodes.episode_lengths) == 3
     printed = [float(line.split("return ")[1].split(",")[0]) for line in out.splitlines() if line.startswith("episode ")]
     assert np.allclose(printed, episodes.returns(), atol=0.01)
+
+    # the embeddings probe: the states of 2 greedy episodes as the policy sees them, with the critic's value
+    assert main(["probe", "embeddings", str(run_dir), "episodes=2"]) == 0
+    (metadata,) = (run_dir / "tb").rglob("policy_states/metadata.tsv")
+    header, *rows = metadata.read_text().splitlines()
+    assert header.split("\t") == ["value", "return_to_go", "action"]
+    assert len(rows) == len((run_dir / "tb").rglob("policy_states/tensors.tsv").__next__().read_text().splitlines())
+    assert {row.split("\t")[2] for row in rows} <= {"0", "1"}
 
     # resume: the env-step counter continues from the checkpoint, up to the new total
     run_mimicry(tmp_path, "train", f"resume={run_dir}", "task.total_env_steps=384")

@@ -3,11 +3,14 @@ together? For each layer, every query (a held-out example) finds its ``k`` neare
 examples (cosine similarity of that layer's vectors); agreement is the share of them that carry
 the query's label. Labels: the next token for ``lm`` (a GPT: after the embedding and after each
 block), the class for a classifier run (the raw pixels as a baseline, after each convolutional
-block, averaged over a 4×4 grid, then the logits). ``chance`` is what neighbours drawn at random would score.
+block, averaged over a 4×4 grid, then the logits) and for a GAN run (its discriminator, which never
+saw a label unless conditional: the pixels, then after each LeakyReLU of its feature stack).
+``chance`` is what neighbours drawn at random would score.
 """
 from __future__ import annotations
 
-from typing import Any
+from functools import partial
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -47,6 +50,18 @@ def classifier_layers(model: CNNClassifier, images: torch.Tensor) -> list[tuple[
     return found
 
 
+@torch.no_grad()
+def discriminator_layers(discriminator: nn.Module, images: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+    """(name, vectors) of the raw pixels and after each LeakyReLU of a GAN discriminator's ``features``
+    stack (DCGAN: conv maps averaged over a 4×4 grid, as for the classifier; MLP: the hidden vectors)."""
+    found, x = [("pixels", images.flatten(1))], images
+    for module in discriminator.features:
+        x = module(x)
+        if isinstance(module, nn.LeakyReLU):
+            found.append((f"layer {len(found)}", F.adaptive_avg_pool2d(x, 4).flatten(1) if x.dim() == 4 else x.clone()))
+    return found
+
+
 def text_examples(run: ProbedRun, count: int, loader: Any, generator: torch.Generator) -> tuple[list, torch.Tensor]:
     """Up to ``count`` positions of windows from ``loader``: per layer (N, D) vectors, and next tokens (N,)."""
     model = run.task.model
@@ -66,13 +81,13 @@ def text_examples(run: ProbedRun, count: int, loader: Any, generator: torch.Gene
     return layers, torch.cat(labels)[:count]
 
 
-def image_examples(run: ProbedRun, images: torch.Tensor, labels: torch.Tensor, count: int,
-                   generator: torch.Generator) -> tuple[list, torch.Tensor]:
+def image_examples(layers_of: Callable[[torch.Tensor], list[tuple[str, torch.Tensor]]], images: torch.Tensor,
+                   labels: torch.Tensor, count: int, generator: torch.Generator) -> tuple[list, torch.Tensor]:
     pick = torch.randperm(len(images), generator=generator)[:count]
     chosen = images[pick]
     per_layer: dict[str, list[torch.Tensor]] = {}
     for chunk in chosen.split(500):
-        for name, vectors in classifier_layers(run.task.model, chunk):
+        for name, vectors in layers_of(chunk):
             per_layer.setdefault(name, []).append(vectors)
     return [(name, torch.cat(parts)) for name, parts in per_layer.items()], labels[pick]
 
@@ -98,24 +113,28 @@ def chance(bank_labels: torch.Tensor, query_labels: torch.Tensor) -> float:
 
 def layer_agreement(run: ProbedRun, k: int = 10, bank: int = 4000, queries: int = 1000, seed: int = 0) -> dict[str, Any]:
     """{"layers": [names], "agreement": [one value per layer], "chance": float, ...}."""
-    model, generator = run.task.model, torch.Generator().manual_seed(seed)
+    model, generator = getattr(run.task, "model", None), torch.Generator().manual_seed(seed)
     run.task.eval()
     if isinstance(model, GPT):
         data = run.datamodule()
         bank_layers, bank_labels = text_examples(run, bank, data.train_dataloader(), generator)
         query_layers, query_labels = text_examples(run, queries, held_out(data), generator)
         label = "next token"
-    elif isinstance(model, CNNClassifier):
+    elif isinstance(model, CNNClassifier) or hasattr(getattr(run.task, "discriminator", None), "features"):
+        layers_of = partial(classifier_layers, model) if isinstance(model, CNNClassifier) else \
+            partial(discriminator_layers, run.task.discriminator)
         data = run.datamodule()
-        bank_layers, bank_labels = image_examples(run, to_signed(data.train_images(), data.value_range),
+        if data.spec()["num_classes"] < 2:
+            raise MimicryError(f"the layer probe needs class labels to agree on; {data.name} has none")
+        bank_layers, bank_labels = image_examples(layers_of, to_signed(data.train_images(), data.value_range),
                                                   data.train_labels(), bank, generator)
-        query_layers, query_labels = image_examples(run, to_signed(data.val_images(), data.value_range),
+        query_layers, query_labels = image_examples(layers_of, to_signed(data.val_images(), data.value_range),
                                                     data.val_labels(), queries, generator)
         label = "class"
     else:
-        raise MimicryError(f"the layer probe reads a GPT (task=lm) or a CNN classifier (task=classifier); this run's "
-                           f"model is {type(model).__name__}" + (" (a lookup table has no layers)"
-                                                                 if getattr(model, "fitted_by_counting", False) else ""))
+        raise MimicryError(f"the layer probe reads a GPT (task=lm), a CNN classifier (task=classifier) or a GAN's "
+                           f"discriminator (task=gan); this run's model is {type(model).__name__}"
+                           + (" (a lookup table has no layers)" if getattr(model, "fitted_by_counting", False) else ""))
     values = [knn_agreement(b, bank_labels, q, query_labels, k) for (_, b), (_, q) in zip(bank_layers, query_layers)]
     return {"layers": [name for name, _ in bank_layers], "agreement": values, "label": label, "k": k,
             "chance": chance(bank_labels, query_labels), "bank": len(bank_labels), "queries": len(query_labels)}
