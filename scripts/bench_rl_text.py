@@ -10,7 +10,8 @@
    the same number of generated tokens, evaluated on fixed prompts and seeds.
 3. Per route: the reward and the KL to the start before and after, where the route first closed half
    of the gap between the start's reward and the maximum (generated tokens, KL), wall and CPU time,
-   the validation loss on tinyshakespeare's held-out 10% before and after, and samples side by side.
+   the validation loss on tinyshakespeare's held-out 10% before and after (reward_conditioned's also as it
+   samples: told the highest return), and samples side by side.
 Writes scripts/results/bench_rl_text.json, scripts/results/bench_rl_text_samples.md and
 docs/rl_text_routes.png (reward and KL against generated tokens, and reward against KL).
 """
@@ -68,19 +69,38 @@ def evaluations(run_dir: Path) -> list[dict]:
             for step, value in sorted(found["eval/return_mean"]) if step in tokens_at]
 
 
-def val_loss(gpt, tokenizer, text: str, windows: int = 200) -> float:
-    """Mean next-character cross-entropy on evenly spaced windows of tinyshakespeare's held-out 10%
-    (the lm task's validation split)."""
+def held_out_windows(tokenizer, text: str, size: int, windows: int = 200):
+    """Evenly spaced windows of ``size`` tokens of tinyshakespeare's held-out 10% (the lm task's
+    validation split), (windows, size)."""
     import torch
-    import torch.nn.functional as F
 
     tokens = tokenizer.encode(text)
     held_out = tokens[len(tokens) - int(len(tokens) * 0.1):]
-    size = gpt.block_size + 1
     starts = torch.linspace(0, len(held_out) - size, windows).long()
-    batch = torch.stack([held_out[s:s + size] for s in starts])
+    return torch.stack([held_out[s:s + size] for s in starts])
+
+
+def val_loss(gpt, tokenizer, text: str) -> float:
+    """Mean next-character cross-entropy of a GPT on the held-out windows."""
+    import torch
+    import torch.nn.functional as F
+
+    batch = held_out_windows(tokenizer, text, gpt.block_size + 1)
     with torch.no_grad():
         logits = gpt(batch[:, :-1])
+        return float(F.cross_entropy(logits.reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1)))
+
+
+def policy_val_loss(task, text: str) -> float:
+    """The same, read by the policy as it samples: reward_conditioned's GPT told the highest return
+    (its return embedding added; each window read as one continuation after its first character),
+    the other routes' GPT itself (the same number as val_loss)."""
+    import torch
+    import torch.nn.functional as F
+
+    batch = held_out_windows(task.tokenizer, text, task.gpt.block_size + 1)
+    with torch.no_grad():
+        logits = task.action_logits({"tokens": batch, "context": 1, **task.condition(len(batch))})
         return float(F.cross_entropy(logits.reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1)))
 
 
@@ -155,6 +175,7 @@ def main() -> None:
             "half_gap_kl": round(reached["kl"], 2) if reached else None,
             "val_loss_before": round(val_loss(task.reference, task.tokenizer, text), 4),
             "val_loss_after": round(val_loss(task.gpt, task.tokenizer, text), 4),
+            "val_loss_after_as_sampled": round(policy_val_loss(task, text), 4),
             "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "evals": evals, "run_dir": str(run_dir),
             "samples_after": samples(task, ["ROMEO:\n", "JULIET:\n"], 2, seed=1),
         }

@@ -38,8 +38,8 @@ ROUTES = {
                                      "update_epochs": 2},
                     {"_target_": "torch.nn.CrossEntropyLoss"}),
     "reward_conditioned": (TextRewardConditioned, {"episodes_per_iteration": 32, "buckets": 2,
-                                                   "pool_size": 256, "batch_size": 128, "updates_per_iteration": 8,
-                                                   "return_gain": 30.0},
+                                                   "pool_size": 256, "batch_size": 128, "update_epochs": 1.0,
+                                                   "return_gain": 10.0, "kl_coef": 0.3},
                            {"_target_": "torch.nn.CrossEntropyLoss"}),
 }
 
@@ -78,9 +78,9 @@ def build(route: str, state: dict[str, torch.Tensor], **changes):
 
 @pytest.mark.parametrize("route", list(ROUTES))
 def test_each_route_raises_the_reward_of_a_tiny_trained_lm(tiny_lm, route):
-    # the reward-conditioned route learns the difference between its return tokens more slowly
-    # (as in the benchmark): 8 iterations lift it by ≥ 0.17 on seeds 1-6, 4 by as little as 0
-    before, after = improve(route, tiny_lm, seed=1, iterations=8 if route == "reward_conditioned" else 4)
+    # the reward-conditioned route must first learn what its return tokens mean (as in the benchmark):
+    # 12 iterations lift it by ≥ 0.2 on seeds 1-10, 8 by as little as 0.06
+    before, after = improve(route, tiny_lm, seed=1, iterations=12 if route == "reward_conditioned" else 4)
     assert np.allclose(before["kl"], 0.0, atol=1e-4)  # the unchanged model is the reference
     assert after["rewards"].mean() > before["rewards"].mean() + 0.1, (route, before["rewards"].mean(),
                                                                        after["rewards"].mean())
@@ -92,6 +92,12 @@ def improve(route: str, state: dict[str, torch.Tensor], seed: int, iterations: i
     torch.manual_seed(seed)
     task = build(route, state)
     before = task.evaluate()  # fixed prompts and seeds
+    learn(task, iterations)
+    return before, task.evaluate()
+
+
+def learn(task, iterations: int) -> None:
+    """``iterations`` of the route: act, score, learn."""
     optimizer = torch.optim.Adam([p for p in task.parameters() if p.requires_grad], lr=3e-3)
 
     def step(loss: torch.Tensor) -> None:
@@ -108,7 +114,6 @@ def improve(route: str, state: dict[str, torch.Tensor], seed: int, iterations: i
             if task.automatic_optimization:
                 step(loss)
     assert task.env_steps == iterations * 32 * 12  # generated tokens are the env steps
-    return before, task.evaluate()
 
 
 def test_ppo_per_token_rewards_are_only_the_final_reward_for_the_unchanged_model(tiny_lm):
@@ -176,6 +181,18 @@ def test_text_ppo_runs_end_to_end_samples_resumes_and_stays_safe(trained_lm, tmp
     # resume: the generated-token counter continues up to the new total
     run_mimicry(tmp_path, "train", f"resume={run_dir}", "task.total_env_steps=192")
     assert summary(run_dir)["metrics"]["rollout/generated_tokens"] == 192
+
+
+def test_reward_conditioned_return_tokens_mean_their_returns(tiny_lm):
+    # fine-tuned on continuations labelled with the return they reached, the model asked for the lowest
+    # return token writes worse ones than asked for the highest (by ≥ 0.17 on seeds 1-10)
+    torch.manual_seed(1)
+    task = build("reward_conditioned", tiny_lm)
+    learn(task, iterations=12)
+    asked_high = task.evaluate()["rewards"].mean()
+    task.condition = lambda n: {"bucket": torch.zeros(n, dtype=torch.long)}
+    asked_low = task.evaluate()["rewards"].mean()
+    assert asked_high > asked_low + 0.1, (asked_high, asked_low)
 
 
 def test_reward_conditioned_guidance_and_absolute_buckets(tiny_lm):
