@@ -86,11 +86,11 @@ def check_config(cfg: DictConfig, choices: dict[str, str]) -> None:
         raise MimicryError(f"required setting(s) not given: {', '.join(missing)}; add them on the command line, "
                            f"e.g. {missing[0]}=...")
     check_settings(cfg)
-    task = choices.get("task")
+    context = f"task={choices.get('task')}" + (f" env={choices['env']}" if choices.get("env") else "")
     for group, allowed in (cfg.get("accepts") or {}).items():
         chosen = choices.get(group)
         if chosen not in allowed:
-            raise MimicryError(f"{group}={chosen} does not go with task={task}; "
+            raise MimicryError(f"{group}={chosen} does not go with {context}; "
                                f"choose one of: {', '.join(allowed)} (see `mimicry list`)")
 
 

@@ -111,6 +111,11 @@ def test_manual_optimization_refuses_accumulation_and_clipping(tmp_path):
     assert "algo.max_grad_norm=-1" in failing(tmp_path, "train", "task=rl", "algo.max_grad_norm=-1")
 
 
+def test_an_algo_that_does_not_continue_text_is_refused_on_env_text(tmp_path):
+    output = failing(tmp_path, "train", "task=rl", "env=text", "algo=dqn", f"init_from={tmp_path}")
+    assert "algo=dqn does not go with task=rl env=text; choose one of: ppo, filtered_bc, reward_conditioned" in output
+
+
 def test_trainer_arguments_people_use_are_accepted(tmp_path):
     run_mimicry(tmp_path, "train", *TINY_LM, "trainer.val_check_interval=3", "trainer.limit_val_batches=0.5",
                 "trainer.accumulate_grad_batches=2", "trainer.max_time=00:00:10:00")
