@@ -77,6 +77,10 @@ def test_tiny_ppo_run_logs_env_steps_evaluates_samples_and_records(tmp_path):
     env_steps = [v for _, v in sorted(scalars["rollout/env_steps"])]
     assert env_steps == sorted(env_steps) and env_steps[-1] == 256 and len(set(env_steps)) >= 4
     assert len(scalars["eval/return_mean"]) == 2  # one evaluation per 128 env steps
+    # TensorBoard's x-axis is env steps, for every curve (learning rate included): algorithms line up
+    assert [step for step, _ in sorted(scalars["eval/return_mean"])] == [128, 256]
+    assert all(step == value for step, value in scalars["rollout/env_steps"])
+    assert {step for step, _ in scalars["train/lr"]} <= {int(v) for _, v in scalars["rollout/env_steps"]}
 
     # what `mimicry sample RUN_DIR episodes=3 record=PATH` runs (in-process: a CLI start costs seconds of CPU)
     written = load_task(run_dir).generate_samples(tmp_path, n=8, seed=0, episodes=3, record=str(tmp_path / "eps.npz"))

@@ -10,7 +10,7 @@ from mimicry.run_record import RunRecord
 def scalar_metrics(trainer: pl.Trainer, prefix: str = "") -> dict[str, float]:
     """The trainer's latest one-number metrics (those starting with ``prefix``) as floats."""
     return {name: float(value) for name, value in trainer.callback_metrics.items()
-            if name.startswith(prefix) and value.numel() == 1}
+            if name.startswith(prefix) and value.numel() == 1 and name != "step"}  # "step": an x-axis (rl), not a metric
 
 
 class SummaryRefresh(pl.Callback):

@@ -34,6 +34,9 @@ class ReinforcementTask(ImitationTask):
     whole_number_settings: tuple[str, ...] = ()
     #: algo name, for messages
     algo_name = "?"
+    #: TensorBoard's x-axis is env steps (Lightning writes a logged "step" as the points' step), so
+    #: that every algorithm's curves share one axis; an offline algorithm keeps its update count
+    step_is_env_steps = True
     sample_options = ("episodes", "record", "greedy", "video")
     charts = {
         **ImitationTask.charts,
@@ -117,6 +120,8 @@ class ReinforcementTask(ImitationTask):
         self.log("eval/return_std", float(np.std(result["returns"])), batch_size=1)
         self.log("eval/length_mean", float(np.mean(result["lengths"])), batch_size=1)
         self.log("rollout/env_steps", float(self.env_steps), batch_size=1)
+        if self.step_is_env_steps:
+            self.log("step", float(self.env_steps), batch_size=1)
 
     def finished(self) -> bool:
         """The run's end (an offline algorithm counts updates instead of env steps)."""
@@ -152,6 +157,10 @@ class ReinforcementTask(ImitationTask):
         if not self.is_logging_step():
             return
         values = {"rollout/env_steps": float(self.env_steps), **self.rollout_stats}
+        if self.step_is_env_steps:  # this batch's points are written at x = env steps
+            values["step"] = float(self.env_steps)
+        if self._trainer is not None and self.trainer.optimizers:  # here, not Lightning's monitor: on the same axis
+            values["train/lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
         if not self.automatic_optimization and self.grad_norm is not None:
             values["train/grad_norm"] = self.grad_norm
         for name, value in values.items():
@@ -280,6 +289,8 @@ class ReinforcementTask(ImitationTask):
 class OfflineUpdates:
     """For an algorithm that learns from a fixed dataset (bc, decision_transformer): the run is
     ``algo.updates`` minibatch updates, ``algo.updates_per_eval`` of them per epoch, instead of env steps."""
+
+    step_is_env_steps = False  # no env steps are taken while learning: TensorBoard's x-axis is the update count
 
     def finished(self) -> bool:
         return self.global_step >= self.algo["updates"]

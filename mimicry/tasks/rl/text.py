@@ -248,9 +248,9 @@ class TextReinforcementTask(ReinforcementTask):
         result = self.evaluate()
         for name, value in (("eval/return_mean", result["rewards"].mean()), ("eval/return_std", result["rewards"].std()),
                             ("eval/kl", result["kl"].mean()), ("rollout/env_steps", self.env_steps),
-                            ("rollout/generated_tokens", self.env_steps)):
+                            ("rollout/generated_tokens", self.env_steps), ("step", self.env_steps)):
             self.log(name, float(value), prog_bar=name == "eval/return_mean", batch_size=1)
-        self.write_samples(result, self.global_step)
+        self.write_samples(result, self.env_steps)
 
     def write_samples(self, result: dict[str, Any], step: int) -> None:
         """The first two continuations of each prompt, with their rewards, in TensorBoard's text tab."""
