@@ -106,6 +106,19 @@ def test_tiny_ppo_run_logs_env_steps_evaluates_samples_and_records(tmp_path):
     assert resumed["steps"] > result["steps"]
 
 
+def test_ppo_trains_on_each_rollout_before_it_acts_again(tmp_path, monkeypatch):
+    # on-policy: rollout k+1 must be played with the weights updated on rollout k (Lightning would
+    # fetch it a batch early if the rollout loader had no length)
+    events = []
+    collect, training_step = PPO.collect, PPO.training_step
+    monkeypatch.setattr(PPO, "collect", lambda self: (out := collect(self), events.append("act"))[0])
+    monkeypatch.setattr(PPO, "training_step",
+                        lambda self, rollout, i: (events.append("learn"), training_step(self, rollout, i))[1])
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", *TINY, "task.total_env_steps=96", "task.eval_every_env_steps=48"]) == 0
+    assert events == ["act", "learn"] * 3  # 96 env steps = 3 rollouts of 2 envs × 16 steps
+
+
 def test_a_misspelled_env_lists_the_known_ones(tmp_path):
     # env.name=... and continuous actions are refused by the task (tests/test_rl_math.py); a
     # misspelled env= option is refused by Hydra, with the list of options

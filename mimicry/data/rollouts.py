@@ -24,13 +24,24 @@ class RolloutDataset(IterableDataset):
     """One pass = one Lightning "epoch": the task's generator acts in the environment with the
     current weights and yields what to learn from (the pattern of Lightning's own PPO example).
     Used with ``DataLoader(..., batch_size=None, num_workers=0)``: the batches are made here, in
-    the training process, so the policy that acts is the one being trained."""
+    the training process, so the policy that acts is the one being trained.
 
-    def __init__(self, batches: Callable[[], Iterator]):
+    ``length``: how many batches the pass yields, when the task knows it. Lightning then asks for
+    each batch only when it is about to train on it; without a length it fetches one batch ahead
+    (to see the pass end), and an on-policy algorithm whose batch is a whole rollout would act with
+    the weights from before the previous rollout's updates."""
+
+    def __init__(self, batches: Callable[[], Iterator], length: int | None = None):
         self.batches = batches
+        self.length = length
 
     def __iter__(self) -> Iterator:
         return iter(self.batches())
+
+    def __len__(self) -> int:
+        if self.length is None:
+            raise TypeError("this pass has no known length")  # Lightning reads a TypeError as "unsized"
+        return self.length
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, next_values: torch.Tensor, terminated: torch.Tensor,

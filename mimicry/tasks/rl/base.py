@@ -92,8 +92,17 @@ class ReinforcementTask(ImitationTask):
         every = self.hparams.eval_every_env_steps
         return min((self.env_steps // every + 1) * every, self.hparams.total_env_steps)
 
+    def env_steps_per_batch(self) -> int | None:
+        """Env steps behind each batch, for an algorithm whose batch is a whole rollout or training
+        phase (ppo, dqn); None where batches are minibatches of unknown number."""
+        return None
+
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(RolloutDataset(self.batches), batch_size=None, num_workers=0)
+        # Rebuilt every epoch (trainer.reload_dataloaders_every_n_epochs=1 in conf/task/rl.yaml), so
+        # that its length is this epoch's count of rollouts (see RolloutDataset).
+        per_batch = self.env_steps_per_batch()
+        length = math.ceil((self.epoch_end_env_steps() - self.env_steps) / per_batch) if per_batch else None
+        return DataLoader(RolloutDataset(self.batches, length), batch_size=None, num_workers=0)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader([0], batch_size=None)  # one "batch": the evaluation episodes
@@ -180,11 +189,11 @@ class ReinforcementTask(ImitationTask):
             self.rollout_stats["rollout/env_steps_per_sec"] = (self.env_steps - self._clock[1]) / (now - self._clock[0])
         self._clock = (now, self.env_steps)
 
-    def stop_clock(self) -> None:
-        self._clock = None  # at an epoch's end: evaluation time does not count against env steps/s
+    def on_train_epoch_start(self) -> None:
+        self._clock = None  # the evaluation before this epoch does not count against env steps/s
 
     def count_items(self, batch: dict[str, torch.Tensor]) -> int:
-        return len(next(iter(batch.values())))
+        return len(next(iter(batch.values()))) if batch else 0
 
     # ---- offline algorithms: the episode dataset ---------------------------------------------------
     def offline_episodes(self) -> Episodes:

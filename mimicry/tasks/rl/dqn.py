@@ -86,13 +86,18 @@ class DQN(ReinforcementTask):
             self.rollout_stats["rollout/replay_size"] = float(len(self.buffer))
             self.time_env_steps()
             # learn: gradient_steps minibatches replayed from the buffer, drawn together (the
-            # buffer does not change between them), as one Lightning batch
-            if len(self.buffer) >= a["learning_starts"]:
-                yield self.buffer.sample(a["batch_size"] * a["gradient_steps"])
-        self.stop_clock()
+            # buffer does not change between them), as one Lightning batch; nothing yet while the
+            # buffer holds fewer than learning_starts transitions
+            filled = len(self.buffer) >= a["learning_starts"]
+            yield self.buffer.sample(a["batch_size"] * a["gradient_steps"]) if filled else {}
+
+    def env_steps_per_batch(self) -> int:
+        return self.algo["train_freq"]
 
     # ---- learning ----------------------------------------------------------------------------
-    def training_step(self, replayed: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, replayed: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
+        if not replayed:
+            return None  # the buffer is still filling
         for start in range(0, len(replayed["obs"]), self.algo["batch_size"]):
             batch = {k: v[start:start + self.algo["batch_size"]] for k, v in replayed.items()}
             with torch.no_grad():

@@ -78,7 +78,6 @@ class FilteredBC(ReinforcementTask):
             kept = self.keep_best(self.attempts())
             for _ in range(self.algo["update_epochs"]):
                 yield from self.minibatches(kept)
-        self.stop_clock()
 
     # ---- the imitation -----------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

@@ -77,7 +77,9 @@ class PPO(ReinforcementTask):
         end = self.epoch_end_env_steps()
         while self.env_steps < end:
             yield self.collect()  # one Lightning batch = one rollout
-        self.stop_clock()
+
+    def env_steps_per_batch(self) -> int:
+        return self.algo["num_envs"] * self.algo["n_steps"]
 
     def minibatches(self, rollout: dict[str, torch.Tensor]) -> Iterator[dict[str, torch.Tensor]]:
         """``update_epochs`` passes over the rollout, each in a fresh random order."""

@@ -45,7 +45,6 @@ class TextFilteredBC(TextReinforcementTask):
             rows = self.keep_best(groups)
             for _ in range(self.algo["update_epochs"]):
                 yield from self.minibatches(groups, rows)
-        self.stop_clock()
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         return self.imitate_continuations(batch)

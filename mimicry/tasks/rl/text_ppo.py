@@ -68,7 +68,9 @@ class TextPPO(TextReinforcementTask):
         end = self.epoch_end_env_steps()
         while self.env_steps < end:
             yield self.collect()  # one Lightning batch = one rollout (a group of continuations per prompt)
-        self.stop_clock()
+
+    def env_steps_per_batch(self) -> int:
+        return self.algo["num_envs"] * self.spec.max_new_tokens
 
     # ---- learning: the same PPO updates as CartPole's, one row per generated token -----------
     def training_step(self, groups: list[dict[str, Any]], batch_idx: int) -> torch.Tensor:

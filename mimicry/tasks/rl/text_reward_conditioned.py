@@ -183,7 +183,6 @@ class TextRewardConditioned(TextReinforcementTask):
                     updates += 1
                     if updates == planned:
                         break
-        self.stop_clock()
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         # the continuation, told the return it reached; some told nothing, so that the untold model
