@@ -36,6 +36,8 @@ class _QuietLightning(logging.Filter):
 
 logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_QuietLightning())
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+# rl's rollout loaders have a length and run in the training process (num_workers=0): nothing to warn of
+warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined.*")
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
