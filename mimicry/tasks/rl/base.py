@@ -151,6 +151,7 @@ class ReinforcementTask(ImitationTask):
             loop.max_epochs = self.current_epoch + self.remaining_epochs()
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         done = self.finished()
         target = self.hparams.stop_at_return
         score = self.trainer.callback_metrics.get("eval/return_mean")
@@ -190,6 +191,7 @@ class ReinforcementTask(ImitationTask):
         self._clock = (now, self.env_steps)
 
     def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
         self._clock = None  # the evaluation before this epoch does not count against env steps/s
 
     def count_items(self, batch: dict[str, torch.Tensor]) -> int:

@@ -92,18 +92,14 @@ class PPO(ReinforcementTask):
                 yield {k: v[index] for k, v in rollout.items()}
 
     # ---- learning ----------------------------------------------------------------------------
-    def clip_range(self) -> float:
-        return annealed_clip_range(self.algo, self.env_steps, self.hparams.total_env_steps)
-
     def policy_and_value(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         return self.model(batch["obs"])
 
     def training_step(self, rollout: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return ppo_updates(self, self.minibatches(rollout), self.clip_range())
+        return ppo_updates(self, self.minibatches(rollout))
 
     def planned_updates(self) -> int:
-        a = self.algo
-        rollout = a["num_envs"] * a["n_steps"]
+        a, rollout = self.algo, self.env_steps_per_batch()
         return math.ceil(self.hparams.total_env_steps / rollout) * a["update_epochs"] * math.ceil(rollout / a["batch_size"])
 
     def on_train_end(self) -> None:
@@ -129,9 +125,11 @@ def ppo_terms(task: ReinforcementTask, batch: dict[str, Any], clip: float) -> PP
                          task.compare, clip, a["vf_coef"], a["ent_coef"], a["normalize_advantage"])
 
 
-def ppo_updates(task: ReinforcementTask, minibatches: Iterable[dict[str, Any]], clip: float) -> torch.Tensor:
-    """PPO's learning phase on one rollout: one update per minibatch (``ppo_terms``); the curves people
-    read, from the last one. Returns its loss (what the divergence guard watches)."""
+def ppo_updates(task: ReinforcementTask, minibatches: Iterable[dict[str, Any]]) -> torch.Tensor:
+    """PPO's learning phase on one rollout: one update per minibatch (``ppo_terms``), inside the clip
+    range of this point of the run; the curves people read, from the last one. Returns its loss (what
+    the divergence guard watches)."""
+    clip = annealed_clip_range(task.algo, task.env_steps, task.hparams.total_env_steps)
     for batch in minibatches:
         terms = ppo_terms(task, batch, clip)
         task.step_optimizer(terms.loss)

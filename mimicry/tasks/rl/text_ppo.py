@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from mimicry.data.rollouts import gae
 from mimicry.errors import MimicryError
-from mimicry.tasks.rl.ppo import annealed_clip_range, ppo_updates
+from mimicry.tasks.rl.ppo import ppo_updates
 from mimicry.tasks.rl.text import TextReinforcementTask
 
 
@@ -77,15 +77,14 @@ class TextPPO(TextReinforcementTask):
         every = [torch.arange(len(g["action"])) for g in groups]
         minibatches = (batch for _ in range(self.algo["update_epochs"])
                        for batch in self.minibatches(groups, every, ("action", "logprob", "advantage", "return")))
-        clip = annealed_clip_range(self.algo, self.env_steps, self.hparams.total_env_steps)
-        return ppo_updates(self, minibatches, clip)
+        return ppo_updates(self, minibatches)
 
     def count_items(self, groups: list[dict[str, Any]]) -> int:
         return sum(int(g["action"].numel()) for g in groups)
 
     def planned_updates(self) -> int:
         a = self.algo
-        rollouts = math.ceil(self.hparams.total_env_steps / (a["num_envs"] * self.spec.max_new_tokens))
+        rollouts = math.ceil(self.hparams.total_env_steps / self.env_steps_per_batch())
         per_batch = max(1, a["batch_size"] // self.spec.max_new_tokens)
         chunks = sum(math.ceil(n / per_batch) for n in self.counts_per_prompt(a["num_envs"]))
         return rollouts * a["update_epochs"] * chunks
