@@ -43,6 +43,13 @@ class TextEnvironment:
     max_new_tokens: int
 
 
+def token_kl(logits: torch.Tensor, reference_logits: torch.Tensor) -> torch.Tensor:
+    """KL(p ‖ q) between the next-token distributions of two models at each position (..., T): exact,
+    summed over the vocabulary, in nats."""
+    logp, logq = F.log_softmax(logits, -1), F.log_softmax(reference_logits, -1)
+    return (logp.exp() * (logp - logq)).sum(-1)
+
+
 def read_lm_run(init_from: str | None) -> dict[str, Any]:
     """What the policy is built from: the lm run's GPT settings and tokenizer, as plain values."""
     if not init_from:
@@ -227,9 +234,7 @@ class TextReinforcementTask(ReinforcementTask):
     def kl_to_reference(self, group: dict[str, Any]) -> torch.Tensor:
         """KL(policy ‖ start) of each continuation (B,): at every generated position the exact KL
         between the two next-token distributions, summed over the positions. Zero for the start."""
-        logp = F.log_softmax(self.sampling_logits(group), -1)
-        logq = F.log_softmax(self.reference_logits(group), -1)
-        return (logp.exp() * (logp - logq)).sum(-1).sum(-1)
+        return token_kl(self.sampling_logits(group), self.reference_logits(group)).sum(-1)
 
     # ---- evaluation: fixed prompts and seeds -------------------------------------------------
     def evaluate(self) -> dict[str, Any]:
@@ -280,10 +285,12 @@ class TextReinforcementTask(ReinforcementTask):
             log.info(f"starting model: eval/return_mean {result['rewards'].mean():.3f} on "
                      f"{len(result['rewards'])} fixed continuations (reward {self.reward_name})")
 
-    def imitate_continuations(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Cross-entropy on the generated tokens only (the prompt is context, not something to copy)."""
+    def imitate_continuations(self, batch: dict[str, Any], prediction: torch.Tensor | None = None) -> torch.Tensor:
+        """Cross-entropy on the generated tokens only (the prompt is context, not something to copy).
+        ``prediction``: the logits at those positions, when the caller has them already."""
         reference = batch["action"]                                       # the tokens to imitate
-        prediction = self.action_logits(batch)                           # logits at those positions
+        if prediction is None:
+            prediction = self.action_logits(batch)                       # logits at those positions
         loss = self.imitate(prediction.reshape(-1, prediction.size(-1)), reference.reshape(-1))
         if self.is_logging_step():
             self.log_rollout(len(reference))

@@ -47,11 +47,10 @@ from typing import Any, Iterator
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from mimicry.errors import MimicryError
 from mimicry.models.gpt import sample_next
-from mimicry.tasks.rl.text import TextReinforcementTask
+from mimicry.tasks.rl.text import TextReinforcementTask, token_kl
 
 
 class TextRewardConditioned(TextReinforcementTask):
@@ -190,14 +189,10 @@ class TextRewardConditioned(TextReinforcementTask):
         if self.algo.get("label_dropout"):
             dropped = torch.rand(batch["bucket"].shape, device=batch["bucket"].device) < self.algo["label_dropout"]
             batch = {**batch, "bucket": batch["bucket"].masked_fill(dropped, self.null_bucket)}
-        reference = batch["action"]                 # the tokens to imitate
-        prediction = self.action_logits(batch)      # the policy's logits there, told the return reached
-        loss = self.imitate(prediction.reshape(-1, prediction.size(-1)), reference.reshape(-1))
-        if self.is_logging_step():
-            self.log_rollout(len(reference))
+        prediction = self.action_logits(batch)      # the policy's logits, told the return reached
+        loss = self.imitate_continuations(batch, prediction)
         if self.algo["kl_coef"]:  # Quark's penalty: stay near the start wherever the data does not say otherwise
-            logp, logq = F.log_softmax(prediction, -1), F.log_softmax(self.reference_logits(batch), -1)
-            kl = (logp.exp() * (logp - logq)).sum(-1).mean()  # nats per token
+            kl = token_kl(prediction, self.reference_logits(batch)).mean()  # nats per token
             self.log_metric("train/kl_per_token", kl)
             loss = loss + self.algo["kl_coef"] * kl
         return loss
