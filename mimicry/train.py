@@ -111,7 +111,8 @@ def launcher_shape(cfg: DictConfig, hydra_cfg: DictConfig) -> None:
 
 
 def check_manual_optimization(task: pl.LightningModule, cfg: DictConfig) -> None:
-    """A task that steps its own optimizers (the GAN's two) cannot have Lightning accumulate or clip for it."""
+    """A task that steps its own optimizers (the GAN's two; ppo and dqn, a rollout per batch) cannot have
+    Lightning accumulate or clip for it."""
     if task.automatic_optimization:
         return
     if getattr(task, "fitted_by_counting", False):  # a counted table has no gradients to clip or accumulate
