@@ -5,18 +5,17 @@
 from __future__ import annotations
 
 import os
-import re
 import sys
 from pathlib import Path
 
 import hydra
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from mimicry.errors import MimicryError
 from mimicry.output_paths import ensure_writable_dir
-from mimicry.run_reading import override_key
-from mimicry.trusted_targets import check_targets
+from mimicry.run_reading import override_key, read_yaml
+from mimicry.run_record import read_summary
+from mimicry.saved_overrides import vet_overrides
 
 USAGE = """usage: mimicry <command> [options]
 
@@ -74,8 +73,8 @@ def _quote(value: str) -> str:
 
 def prepare_train_args(args: list[str]) -> list[str]:
     """Quote path-valued overrides (run directories contain `=` and `,`), and turn `resume=DIR`
-    into the run's own overrides + the new ones + `hydra.run.dir=DIR` (`resume_sweep=DIR`: the
-    sweep's overrides into its own folder)."""
+    into the run's own overrides (checked: mimicry/saved_overrides.py) + the new ones +
+    `hydra.run.dir=DIR` (`resume_sweep=DIR`: the sweep's overrides into its own folder)."""
     args = [f"{override_key(a)}={_quote(a.split('=', 1)[1])}" if override_key(a) in ("resume", "init_from")
             and "=" in a else a for a in args]
     sweep = [a for a in args if override_key(a) == "resume_sweep" and a.split("=", 1)[1] not in ("true", "false")]
@@ -83,9 +82,7 @@ def prepare_train_args(args: list[str]) -> list[str]:
         from mimicry.sweeps import resume_sweep_args
 
         new = [a for a in args if override_key(a) != "resume_sweep" and a not in ("-m", "--multirun")]
-        args, read_back, source = resume_sweep_args(sweep[-1].split("=", 1)[1], new)
-        _refuse_foreign_targets(read_back, source)
-        return args
+        return resume_sweep_args(sweep[-1].split("=", 1)[1], new)
     resume = [a for a in args if override_key(a) == "resume"]
     if not resume:
         return args
@@ -94,19 +91,14 @@ def prepare_train_args(args: list[str]) -> list[str]:
     if not saved.is_file():
         raise MimicryError(f"resume={run_dir}: not a mimicry run directory (no .hydra/overrides.yaml there)")
     new = [a for a in args if override_key(a) != "resume"]
-    replaced = {override_key(a) for a in new} | {"resume"}
-    previous = [a for a in (yaml.safe_load(saved.read_text()) or []) if override_key(a) not in replaced]
-    _refuse_foreign_targets(previous, saved)
+    typed_tasks = [a.split("=", 1)[1] for a in new if override_key(a) == "task"]
+    run_task = read_summary(run_dir).get("task") if (run_dir / "summary.json").is_file() else None
+    if typed_tasks and run_task and typed_tasks[-1] != run_task:
+        raise MimicryError(f"resume={run_dir} is a {run_task} run: it cannot continue as task={typed_tasks[-1]}; "
+                           f"drop task= (a resumed run keeps its task)")
+    previous = vet_overrides(read_yaml(saved), saved, f"mimicry train resume={run_dir}", typed=new,
+                             drop={override_key(a) for a in new} | {"resume"})
     return previous + new + [f"resume={_quote(str(run_dir))}", f"hydra.run.dir={_quote(str(run_dir))}"]
-
-
-def _refuse_foreign_targets(overrides: list[str], source: Path) -> None:
-    """Overrides read back from a shared run or sweep folder must not make us build foreign classes."""
-    for override in overrides:
-        for target in re.findall(r"_target_'?\"?\s*[:=]\s*'?\"?([\w.]+)", override):
-            check_targets({"_target_": target}, str(source),
-                          hint=f"if you added it yourself, give that override again on the command line: "
-                               f"{override}")
 
 
 def _complete_after_train() -> None:

@@ -98,6 +98,24 @@ RULES: dict[str, tuple[Callable[[Any], bool], str, str]] = {
     "balance_threshold": (*number_in(0, 1, low_open=True), "0.85"),
     "coverage_drop_warning": (*number_in(0, 1, low_open=True, high_open=True), "0.25"),
     "gp_weight": (*NON_NEGATIVE, "10"),
+    # rl: discounts, probabilities and shares in [0, 1]; counts of envs, steps and updates
+    "gamma": (*number_in(0, 1), "0.99"), "gae_lambda": (*number_in(0, 1), "0.95"),
+    "clip_range": (*number_in(0, 1, low_open=True), "0.2"), "keep_fraction": (*number_in(0, 1, low_open=True), "0.25"),
+    "exploration_fraction": (*number_in(0, 1), "0.1"), "exploration_initial_eps": (*number_in(0, 1), "1.0"),
+    "exploration_final_eps": (*number_in(0, 1), "0.05"),
+    "ent_coef": (*NON_NEGATIVE, "0.01"), "vf_coef": (*NON_NEGATIVE, "0.5"), "kl_coef": (*NON_NEGATIVE, "0.1"),
+    "num_envs": (*POSITIVE, "8"), "n_steps": (*POSITIVE, "128"), "update_epochs": (*POSITIVE, "4"),
+    "buffer_size": (*POSITIVE, "100000"), "learning_starts": (*COUNT, "1000"), "train_freq": (*POSITIVE, "4"),
+    "gradient_steps": (*POSITIVE, "1"), "target_update_interval": (*POSITIVE, "500"),
+    "episodes_per_iteration": (*POSITIVE, "16"), "updates": (*POSITIVE, "2000"), "updates_per_eval": (*POSITIVE, "200"),
+    "context": (*POSITIVE, "20"), "max_timestep": (*POSITIVE, "1000"), "pool_size": (*POSITIVE, "64"),
+    "total_env_steps": (*POSITIVE, "100000"), "eval_every_env_steps": (*POSITIVE, "5000"),
+    "eval_episodes": (*POSITIVE, "10"), "max_new_tokens": (*POSITIVE, "48"),
+    "random_episodes": (*COUNT, "500"), "ppo_env_steps": (*COUNT, "10000"), "ppo_episodes": (*COUNT, "500"),
+    # diffusion: noise levels, sampling steps, shares
+    "timesteps": (*whole_at_least(2), "1000"), "steps": (*POSITIVE_OR_NULL, "50"), "eta": (*number_in(0, 1), "0.0"),
+    "label_dropout": (*SHARE, "0.1"), "guidance": (*NON_NEGATIVE_OR_NULL, "2.0"), "loss_buckets": (*POSITIVE, "5"),
+    "trajectory_rows": (*COUNT, "8"), "trajectory_snapshots": (*whole_at_least(2), "8"),
 }
 
 

@@ -20,10 +20,9 @@ from typing import Any
 import torch
 import yaml
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torchvision.utils import save_image
 
-from mimicry.checkpoints import find_checkpoint, load_task
+from mimicry.checkpoints import find_checkpoint, load_task_and_config
 from mimicry.data.images import to_unit
 from mimicry.errors import MimicryError
 from mimicry.metrics.feature_net import feature_net_accuracy, load_feature_net
@@ -31,27 +30,26 @@ from mimicry.metrics.image_quality import image_metrics
 from mimicry.metrics.memorization import memorization
 from mimicry.output_paths import ensure_writable_dir
 from mimicry.tasks.image_generation import MEMORIZATION_BANK, ImageGeneration, image_grid, upscale
-from mimicry.trusted_targets import check_targets
+from mimicry.recipe import typed_data_values
 
-def evaluate(run_dir: str | Path, n: int = 1000, seed: int = 0, **draw_options: Any) -> dict[str, Any]:
-    """Sample ``n`` images from the run's best checkpoint and score them against held-out test images."""
+def evaluate(run_dir: str | Path, n: int = 1000, seed: int = 0, typed: dict[str, Any] | None = None,
+             **draw_options: Any) -> dict[str, Any]:
+    """Sample ``n`` images from the run's best checkpoint and score them against held-out test images.
+    ``typed``: data settings given on the command line (``data.root=``: where the dataset is here)."""
     if n < 2:
         raise MimicryError(f"n={n}: FID and KID need at least 2 samples")
     ckpt = find_checkpoint(run_dir)
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    task = load_task(ckpt)
+    task, cfg = load_task_and_config(ckpt, typed=typed)
     if not isinstance(task, ImageGeneration):
         raise MimicryError(f"{type(task).__name__} makes no images: `mimicry eval` is for image generators")
     unknown = sorted(set(draw_options) - set(task.draw_options))
     if unknown:  # e.g. sampler=, steps=, guidance= for diffusion; truncation= for gan
         raise MimicryError(f"eval option(s) {', '.join(unknown)} unknown to {type(task).__name__}; "
                            f"valid: n, seed{''.join(', ' + k for k in task.draw_options)}")
-    config_file = run_dir / ".hydra" / "config.yaml"
-    if not config_file.is_file():
-        raise MimicryError(f"{run_dir} has no .hydra/config.yaml: cannot tell which data it was trained on")
-    data_config = OmegaConf.load(config_file).data
-    check_targets(OmegaConf.to_container(data_config), str(config_file))  # a shared run folder builds only our classes
-    data = instantiate(data_config, limit=None)  # all the training images
+    # The data comes from the installed configs and the run's recipe; where it lives on this machine
+    # is the user's (data.root=, MIMICRY_DATA), never the run folder's.
+    data = instantiate(cfg.data, limit=None)  # all the training images
     net = load_feature_net(data, **(task.hparams.get("feature_net") or {}))
     if net is None:
         raise MimicryError(f"data {data.name} has no class labels, so there is no feature net to compare with")
@@ -93,12 +91,14 @@ def evaluate(run_dir: str | Path, n: int = 1000, seed: int = 0, **draw_options: 
 def eval_command(args: list[str]) -> int:
     """``mimicry eval RUN_DIR [n=1000 seed=0]``: print the metrics, write them under RUN_DIR/eval."""
     if not args:
-        raise MimicryError("give a run directory: mimicry eval RUN_DIR [n=1000 seed=0]")
-    options: dict[str, Any] = {"n": 1000, "seed": 0}
+        raise MimicryError("give a run directory: mimicry eval RUN_DIR [n=1000 seed=0 data.root=DIR]")
+    args, typed = typed_data_values(args)
+    options: dict[str, Any] = {"n": 1000, "seed": 0, "typed": typed}
     for arg in args[1:]:
         key, sep, value = arg.partition("=")
         if not sep:
-            raise MimicryError(f"eval options are key=value (n=, seed=, and the task's sample options); got {arg!r}")
+            raise MimicryError(f"eval options are key=value (n=, seed=, data.root=, and the task's sample options); "
+                               f"got {arg!r}")
         parsed = yaml.safe_load(value)
         if key in ("n", "seed") and (not isinstance(parsed, int) or isinstance(parsed, bool)):
             raise MimicryError(f"eval option {key}={value!r} must be a whole number")

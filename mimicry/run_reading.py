@@ -21,6 +21,7 @@ import numpy as np
 import yaml
 
 from mimicry.errors import MimicryError
+from mimicry.run_record import read_summary_file
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: several times faster
 MISSING = "-"  # shown for a key a run's config does not have
@@ -106,19 +107,23 @@ def read_run(path: Path) -> Run:
     notes: list[str] = []
     summary: dict[str, Any] = {}
     if (path / "summary.json").is_file():
-        try:
-            summary = json.loads((path / "summary.json").read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            notes.append("summary.json unreadable")
+        summary, note = read_summary_file(path / "summary.json")
+        notes += [note] if note else []
     else:
         notes.append("no summary.json")
     if summary.get("error"):  # a failed run says why: its last line, e.g. AssertionError('...')
         notes.append(textwrap.shorten(str(summary["error"]).strip().splitlines()[-1], 80, placeholder=" …"))
     hydra_dir = path / ".hydra"
-    overrides = _load_yaml(hydra_dir / "overrides.yaml") if (hydra_dir / "overrides.yaml").is_file() else None
+    overrides = _read_or_note(hydra_dir / "overrides.yaml", notes)
     if overrides is None:
         overrides = summary.get("overrides", [])
-    config = _load_yaml(hydra_dir / "config.yaml") if (hydra_dir / "config.yaml").is_file() else None
+    if not isinstance(overrides, list):
+        notes.append("overrides damaged (not a list)")
+        overrides = []
+    config = _read_or_note(hydra_dir / "config.yaml", notes)
+    if config is not None and not isinstance(config, dict):
+        notes.append("config.yaml damaged (not a mapping)")
+        config = None
     return Run(path=path, summary=summary, overrides=[str(o) for o in overrides], config=config or {}, notes=notes)
 
 
@@ -134,11 +139,25 @@ def _read_choices(text: str) -> dict[str, Any]:
     return (loaded.get("hydra", {}).get("runtime", {}).get("choices") or {}) if isinstance(loaded, dict) else {}
 
 
-def _load_yaml(path: Path) -> Any:
+def _read_or_note(path: Path, notes: list[str]) -> Any:
+    """A run's YAML file, or None (with a note) when it is missing or unreadable: one damaged run
+    must not stop a table of many."""
+    if not path.is_file():
+        return None
+    try:
+        return read_yaml(path)
+    except MimicryError:
+        notes.append(f"{path.name} unreadable")
+        return None
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file of a run folder, as data (safe loader), or one line naming the file."""
     try:
         return yaml.load(path.read_text(), Loader=_Loader)
-    except yaml.YAMLError as error:
-        raise MimicryError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from error
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise MimicryError(f"{path}: not readable YAML ({reason})") from None
 
 
 def override_key(override: str) -> str:

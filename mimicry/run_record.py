@@ -23,7 +23,7 @@ class RunRecord:
         self.data: dict[str, Any] = {"task": task, "overrides": list(overrides)}
         self._start = time.perf_counter()
         if self.path.exists():  # a resumed run keeps its history
-            previous = json.loads(self.path.read_text())
+            previous, _ = read_summary_file(self.path)
             self.data["resumed_from_status"] = previous.get("status")
             self._previous_wall = float(previous.get("wall_time_s", 0.0))
         else:
@@ -56,4 +56,23 @@ def _plain(value: Any) -> Any:
 
 
 def read_summary(run_dir: Path) -> dict:
-    return json.loads((Path(run_dir) / "summary.json").read_text())
+    return read_summary_file(Path(run_dir) / "summary.json")[0]
+
+
+def read_summary_file(path: Path) -> tuple[dict[str, Any], str | None]:
+    """A summary.json as data: (its fields, a note when it is damaged). Shared run folders may hold
+    anything, so each field keeps its type or is dropped: a reader never crashes on one."""
+    try:
+        found = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}, "summary.json unreadable"
+    if not isinstance(found, dict):
+        return {}, "summary.json damaged (not a JSON object)"
+    kinds = {"status": str, "error": str, "task": str, "metrics": dict, "best": dict, "overrides": list,
+             "steps": (int, float), "epochs": (int, float), "wall_time_s": (int, float)}
+    damaged = [key for key, kind in kinds.items() if key in found and not isinstance(found[key], kind)
+               or (kind == (int, float) and isinstance(found.get(key), bool))]
+    summary = {key: value for key, value in found.items() if key not in damaged}
+    if isinstance(summary.get("error"), str) and not summary["error"].strip():
+        summary.pop("error")
+    return summary, f"summary.json damaged ({', '.join(damaged)})" if damaged else None

@@ -12,6 +12,17 @@ from mimicry.errors import MimicryError
 from mimicry.output_paths import ensure_writable_dir
 
 COMMON_OPTIONS = {"n": 8, "seed": 0, "out": None}
+#: sample options that count something, and the least each may be (null keeps the task's default)
+COUNTS = {"n": 1, "seed": 0, "episodes": 1, "steps": 1, "length": 1, "interpolation_steps": 2, "video": 0, "top_k": 1}
+
+
+def check_counts(settings: dict[str, Any]) -> None:
+    for key, low in COUNTS.items():
+        value = settings.get(key)
+        if value is None and key not in ("n", "seed"):
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise MimicryError(f"{key}={value!r}: must be a whole number ≥ {low}, e.g. {key}={max(low, 8 if key == 'n' else low)}")
 
 
 def parse_options(args: list[str]) -> tuple[str, dict[str, Any]]:
@@ -38,12 +49,14 @@ def sample_command(args: list[str]) -> int:
         raise MimicryError(f"unknown sample option(s) {', '.join(unknown)} for {type(task).__name__}; "
                            f"valid: {', '.join(sorted(known))}")
     settings = {**COMMON_OPTIONS, **options}
+    check_counts(settings)
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
     out_dir = Path(settings.pop("out") or run_dir / "samples")
     ensure_writable_dir(out_dir, "out")
-    n, seed = int(settings.pop("n")), int(settings.pop("seed"))
-    if n < 1:
-        raise MimicryError(f"n={n}: ask for at least one sample")
+    if settings.get("record") is not None:  # an episode dataset is written there: the same check as out=
+        ensure_writable_dir(Path(str(settings["record"])).expanduser().parent, "record",
+                            fix="choose a writable place with record=DIR/episodes.npz")
+    n, seed = settings.pop("n"), settings.pop("seed")
     for path in task.generate_samples(out_dir, n=n, seed=seed, **settings):
         if path.suffix == ".txt":
             print(path.read_text(encoding="utf-8"))

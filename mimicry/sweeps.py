@@ -10,19 +10,22 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import sqlite3
 from datetime import datetime
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import OmegaConf
 
 from mimicry.errors import MimicryError
-from mimicry.run_reading import override_key
+from mimicry.run_reading import override_key, read_yaml
+from mimicry.run_record import read_summary_file
+from mimicry.saved_overrides import vet_overrides
 
 FIXED_OVERRIDES_ENV = "MIMICRY_FIXED_OVERRIDES"  # overrides shared by every job of this sweep (JSON list)
 RUN_ID_ENV = "MIMICRY_RUN_ID"  # one id per command, inherited by launcher workers and DDP ranks
@@ -92,6 +95,7 @@ def prepare_sweep(args: list[str]) -> tuple[list[str], Path]:
     os.environ[FIXED_OVERRIDES_ENV] = json.dumps(fixed)
     chosen = [a.split("=", 1)[1].strip("'\"") for a in settings if override_key(a) == "hydra.sweep.dir"]
     if chosen:
+        check_optuna_study(Path(chosen[-1]) / "optuna.db")
         return args, Path(chosen[-1])
     tasks = [o.value() for o in parsed if o.key_or_group == "task"]
     # an overlay's task wins over the default, as in Hydra's composition (experiment=generalization_lm → lm)
@@ -103,18 +107,37 @@ def prepare_sweep(args: list[str]) -> tuple[list[str], Path]:
     return [*args, f"hydra.sweep.dir='{folder}'"], folder
 
 
-def resume_sweep_args(sweep_dir: str, new: list[str]) -> tuple[list[str], list[str], Path]:
-    """``resume_sweep=DIR``: the sweep's own overrides (Hydra saved them in multirun.yaml), then
-    any new ones, into the same folder. Returns (arguments, the overrides read back, the file read)."""
+def check_optuna_study(path: Path) -> None:
+    """A stored Optuna study that a search will add trials to: an SQLite database with Optuna's
+    tables, else one line (Optuna would fail deep in SQLAlchemy). Opened read-only; nothing is changed."""
+    if not path.is_file():
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.Error as error:
+        raise MimicryError(f"{path} is damaged ({error}); move it away to start a new study in that folder") from None
+    if not {"studies", "trials"} <= tables:
+        raise MimicryError(f"{path} is not an Optuna study (no studies/trials tables); move it away to start a new "
+                           f"study in that folder")
+
+
+def resume_sweep_args(sweep_dir: str, new: list[str]) -> list[str]:
+    """``resume_sweep=DIR``: the sweep's own overrides (Hydra saved them in multirun.yaml, read back
+    as data: mimicry/saved_overrides.py), then any new ones, into the same folder."""
     folder = Path(sweep_dir.strip("'\"")).expanduser().resolve()
     saved = folder / "multirun.yaml"
     if not saved.is_file():
         raise MimicryError(f"resume_sweep={folder}: not a sweep directory (no multirun.yaml there); give the "
                            f"folder that holds the sweep's numbered job folders")
-    overrides = (yaml.safe_load(saved.read_text()) or {}).get("hydra", {}).get("overrides", {}).get("task") or []
-    replaced = {override_key(a) for a in new}
-    kept = [o for o in overrides if override_key(o) not in replaced | {"resume_sweep"}]
-    return ["-m", *kept, *new, "resume_sweep=true", f"hydra.sweep.dir='{folder}'"], kept, saved
+    recorded = read_yaml(saved)
+    overrides = ((recorded.get("hydra") or {}).get("overrides") or {}).get("task") if isinstance(recorded, dict) \
+        else None
+    if overrides is None:
+        raise MimicryError(f"{saved} is damaged: it has no hydra.overrides.task list; rerun the sweep's command")
+    kept = vet_overrides(overrides, saved, f"mimicry train resume_sweep={folder}", typed=new,
+                         drop={override_key(a) for a in new} | {"resume_sweep"})
+    return ["-m", *kept, *new, "resume_sweep=true", f"hydra.sweep.dir='{folder}'"]
 
 
 def monitored_value(summary: dict, monitor: str | None) -> float | None:
@@ -130,9 +153,10 @@ def summarize_sweep(sweep_dir: Path) -> list[dict]:
     """One row per job folder under ``sweep_dir``; written as sweep_summary.{md,json} there."""
     rows = []
     for summary_file in sorted(sweep_dir.glob("*/summary.json"), key=lambda p: _job_number(p.parent.name)):
-        summary = json.loads(summary_file.read_text())
+        summary, _ = read_summary_file(summary_file)
         config_file = summary_file.parent / ".hydra" / "config.yaml"
-        monitor = OmegaConf.load(config_file).get("monitor") if config_file.is_file() else None
+        config = read_yaml(config_file) if config_file.is_file() else None
+        monitor = config.get("monitor") if isinstance(config, dict) and isinstance(config.get("monitor"), str) else None
         rows.append({"job": summary_file.parent.name, "status": summary.get("status", "?"), "monitor": monitor,
                      "value": monitored_value(summary, monitor), "steps": summary.get("steps"),
                      "wall_time_s": summary.get("wall_time_s"), "error": summary.get("error")})

@@ -15,13 +15,15 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from mimicry.callbacks import SummaryRefresh
 from mimicry.callbacks.run_summary import scalar_metrics
-from mimicry.checkpoints import load_weights_into, saved_data_spec, task_class
+from mimicry.checkpoints import build_task, load_weights_into, saved_data_spec
 from mimicry.config_checks import check_settings
 from mimicry.errors import DivergedError, MimicryError
+from mimicry.recipe import record_recipe
 from mimicry.run_record import RunRecord, read_summary
 
 log = logging.getLogger("mimicry")
@@ -130,15 +132,6 @@ def check_manual_optimization(task: pl.LightningModule, cfg: DictConfig) -> None
                            f"itself, so Lightning cannot clip for it; set trainer.gradient_clip_val=null{instead}")
 
 
-def build_task(cfg: DictConfig, data_spec: dict) -> pl.LightningModule:
-    """The task class from ``task._target_``, given plain-value arguments. ``mimicry sample``
-    rebuilds the same class from the same arguments, saved in the checkpoint."""
-    options = OmegaConf.to_container(cfg.task, resolve=True)
-    cls = task_class(options.pop("_target_"))
-    plain = lambda node: OmegaConf.to_container(node, resolve=True)  # noqa: E731
-    return cls(model=plain(cfg.model), loss=plain(cfg.loss), optim=plain(cfg.optim), data_spec=data_spec, **options)
-
-
 def build_trainer(cfg: DictConfig, run_dir: Path, record: RunRecord | None = None) -> pl.Trainer:
     callbacks = [instantiate(node) for node in (cfg.callbacks or {}).values() if node is not None]
     if record is not None:  # summary.json follows the run at every validation
@@ -163,7 +156,7 @@ def fit(cfg: DictConfig, run_dir: Path, choices: dict[str, str], record: RunReco
     datamodule = instantiate(cfg.data, **data_options) if cfg.get("data") is not None else None
     if datamodule is not None:
         datamodule.setup("fit")
-    task = build_task(cfg, datamodule.spec() if datamodule is not None else {})
+    task = build_task(cfg, datamodule.spec() if datamodule is not None else {}, recipe=record_recipe(cfg, choices))
     if fine_tune:
         log.info(f"initialised weights from {load_weights_into(task, cfg.init_from)}")
 
@@ -182,7 +175,12 @@ def fit(cfg: DictConfig, run_dir: Path, choices: dict[str, str], record: RunReco
     check_manual_optimization(task, cfg)
     trainer = build_trainer(cfg, run_dir, record)
     with relaunch_into(run_dir):
-        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+        try:
+            trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+        except (ValueError, TypeError, MisconfigurationException) as error:
+            if trainer.global_step == 0 and raised_by_lightning(error):  # a Trainer setting it cannot use
+                raise MimicryError(f"Lightning cannot use these settings: {' '.join(str(error).split())}") from None
+            raise
 
     metrics = scalar_metrics(trainer)
     results: dict[str, Any] = {"metrics": metrics, "steps": trainer.global_step, "epochs": trainer.current_epoch}
@@ -194,6 +192,15 @@ def fit(cfg: DictConfig, run_dir: Path, choices: dict[str, str], record: RunReco
         trainer.logger.log_hyperparams(flatten(OmegaConf.to_container(cfg, resolve=True)),
                                        metrics={f"final/{k}": v for k, v in metrics.items()})
     return results
+
+
+def raised_by_lightning(error: BaseException) -> bool:
+    """True when the error comes from Lightning's own checks (its message names the setting), not from our code."""
+    frame = error.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    where = frame.tb_frame.f_code.co_filename if frame is not None else ""
+    return "pytorch_lightning" in where or "lightning_fabric" in where
 
 
 @contextmanager

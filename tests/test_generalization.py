@@ -136,7 +136,7 @@ def test_embeddings_probe_writes_projector_files(trained_lm, tmp_path, capsys):
     assert "token_embedding" in config
     (tensors,) = (run_dir / "tb").rglob("token_embedding/tensors.tsv")
     (labels,) = (run_dir / "tb").rglob("token_embedding/metadata.tsv")
-    vocab = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]["data_spec"]["vocab_size"]
+    vocab = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["mimicry"]["derived"]["data_spec"]["vocab_size"]
     assert len(tensors.read_text().splitlines()) == vocab == len(labels.read_text().splitlines())
 
 

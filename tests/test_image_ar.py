@@ -199,7 +199,9 @@ def test_feature_net_is_built_once_then_cached(tmp_path: Path, monkeypatch: pyte
     assert load_feature_net(ImageFolderDataModule(path=str(tmp_path))) is None  # no labels, no feature net
 
 
-def test_eval_refuses_a_run_folder_whose_config_builds_foreign_classes(trained_image_ar: Path, tmp_path: Path) -> None:
+def test_eval_builds_nothing_a_run_folder_names(trained_image_ar: Path, tmp_path: Path) -> None:
+    """eval builds the data from the installed configs and the checkpoint's recipe: a class written into
+    the folder's config.yaml is never read, and the run is scored as it was trained."""
     import shutil
 
     shared = tmp_path / "shared_run"
@@ -208,8 +210,8 @@ def test_eval_refuses_a_run_folder_whose_config_builds_foreign_classes(trained_i
     config = shared / ".hydra" / "config.yaml"
     config.write_text(config.read_text().replace("_target_: mimicry.data.images.DigitsDataModule",
                                                  f"_target_: builtins.open\n  file: {victim}\n  mode: w", 1))
-    result = run_mimicry(tmp_path, "eval", str(shared), "n=16", check=False)
-    assert result.returncode != 0 and "refusing to build 'builtins.open'" in result.stderr
+    result = run_mimicry(tmp_path, "eval", str(shared), "n=16")
+    assert "fid" in result.stdout and (shared / "eval" / "metrics.json").is_file()
     assert not victim.exists()
 
 

@@ -14,7 +14,7 @@ def test_lm_run_writes_events_samples_checkpoints_and_summary(trained_lm):
     assert record["status"] == "completed"
     assert record["steps"] == 10 and record["task"] == "lm"
     # An untrained GPT (small init, near-zero logits) scores ln(vocab) nats; ten steps must beat that clearly.
-    vocab = torch.load(trained_lm / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]["data_spec"]["vocab_size"]
+    vocab = torch.load(trained_lm / "checkpoints" / "last.ckpt", weights_only=True)["mimicry"]["derived"]["data_spec"]["vocab_size"]
     assert record["metrics"]["val/loss"] < math.log(vocab) - 0.2
     assert record["best"]["val/loss"] <= record["metrics"]["val/loss"] + 1e-6
 

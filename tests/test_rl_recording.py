@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import run_dirs, run_mimicry, summary
+from mimicry.cli import main
 from mimicry.checkpoints import load_task
 from mimicry.data.episodes import load_episodes
 from mimicry.data.recording import RECORDED_NAME
@@ -18,7 +19,7 @@ TINY_DT = ["task=rl", "algo=decision_transformer", "env=key_to_door", "model.n_l
            "task.eval_episodes=2", "trainer.log_every_n_steps=5"]
 
 
-def test_dt_records_ppo_and_random_episodes_then_reuses_them_on_resume(tmp_path):
+def test_dt_records_ppo_and_random_episodes_then_reuses_them_on_resume(tmp_path, capsys):
     run_mimicry(tmp_path, "train", *TINY_DT, "algo.updates=10", "algo.record.random_episodes=30",
                 "algo.record.ppo_env_steps=256", "algo.record.ppo_episodes=10", "model.dropout=0.0")
     (run_dir,) = [d for d in run_dirs(tmp_path) if d.name != "recording_ppo"]
@@ -48,6 +49,13 @@ def test_dt_records_ppo_and_random_episodes_then_reuses_them_on_resume(tmp_path)
     assert float(task.conditioning[0]) == pytest.approx(episodes.returns().max())
     text, gif = task.generate_samples(tmp_path, n=2, seed=0)
     assert "2 episodes" in text.read_text() and gif.suffix == ".gif"
+
+    # `record=` is written like `out=`: a file in the way is named in one line before anything is played
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    assert main(["sample", str(run_dir), "episodes=1", f"record={blocker / 'eps.npz'}"]) == 2
+    err = capsys.readouterr().err
+    assert f"{blocker} is a file, not a folder; choose a writable place with record=" in err
 
 
 def test_bc_without_a_dataset_records_random_episodes(tmp_path):

@@ -129,7 +129,7 @@ def test_bad_input_fails_in_one_line(tiny_lm, trained_lm, tmp_path):
     with pytest.raises(MimicryError, match="init_from=LM_RUN_DIR"):
         read_lm_run(None)
     crafted = torch.load(trained_lm / "checkpoints" / "last.ckpt", weights_only=True)
-    crafted["mimicry"]["task"] = "mimicry.tasks.gan.GAN"
+    crafted["mimicry"]["task"] = "mimicry.tasks.gan.GAN"  # a name compared, never imported
     torch.save(crafted, tmp_path / "gan.ckpt")
     with pytest.raises(MimicryError, match="is a GAN run; RL on text starts from a run of task=lm"):
         read_lm_run(str(tmp_path / "gan.ckpt"))
@@ -171,15 +171,18 @@ def test_text_ppo_runs_end_to_end_samples_resumes_and_stays_safe(trained_lm, tmp
     (written,) = task.generate_samples(tmp_path, n=2, seed=0)
     assert written.read_text().count("[reward ") == 2 and "def" in written.read_text()
 
-    # a checkpoint whose reward names a foreign function builds nothing
+    # a checkpoint whose recipe names a reward function by its dotted path builds nothing
     crafted = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    crafted["hyper_parameters"]["reward"]["_target_"] = "os.system"
+    assert crafted["mimicry"]["recipe"]["choices"]["reward"] == "contains_words"  # a registered name
+    crafted["mimicry"]["recipe"]["values"]["reward._target_"] = "os.system"
     torch.save(crafted, tmp_path / "crafted.ckpt")
-    with pytest.raises(MimicryError, match="refusing to build 'os.system'"):
+    with pytest.raises(MimicryError, match="refusing reward._target_='os.system'"):
         load_task(tmp_path / "crafted.ckpt")
 
-    # resume: the generated-token counter continues up to the new total
-    run_mimicry(tmp_path, "train", f"resume={run_dir}", "task.total_env_steps=192")
+    # resume: the saved init_from is a path, so it is given again; the generated-token counter continues
+    refused = run_mimicry(tmp_path, "train", f"resume={run_dir}", "task.total_env_steps=192", check=False)
+    assert refused.returncode != 0 and "it is a path" in refused.stderr and "init_from=" in refused.stderr
+    run_mimicry(tmp_path, "train", f"resume={run_dir}", f"init_from={trained_lm}", "task.total_env_steps=192")
     assert summary(run_dir)["metrics"]["rollout/generated_tokens"] == 192
 
 

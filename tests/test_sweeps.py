@@ -49,8 +49,10 @@ def test_a_failing_job_is_recorded_the_others_go_on_and_resume_sweep_reruns_only
     folder = sweep_dir_of(tmp_path)
     # Our own callback is not mimicry's: a resumed sweep builds it only when asked again explicitly.
     refused = run_mimicry(tmp_path, "train", f"resume_sweep={folder}", env=PROBES, check=False)
-    assert "refusing to build 'run_probes.FailOnce'" in refused.stderr and "give that override again" in refused.stderr
-    again = run_mimicry(tmp_path, "train", f"resume_sweep={folder}", probe[0], env=PROBES)
+    assert "refusing the saved override '+callbacks.boom._target_=run_probes.FailOnce'" in refused.stderr
+    assert f"type it yourself: mimicry train resume_sweep={folder}" in refused.stderr
+    again = run_mimicry(tmp_path, "train", f"resume_sweep={folder}", *probe, "+callbacks.boom.fail=false,true,false",
+                        env=PROBES)
     assert run_dirs(tmp_path) == runs  # the same folders, nothing new
     assert [summary(r)["status"] for r in runs] == ["completed"] * 3
     assert summary(runs[0])["updated"] == before[runs[0].name]  # completed jobs were skipped, not rerun

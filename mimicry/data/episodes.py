@@ -64,13 +64,28 @@ def load_episodes(path: str | Path, env: str | None = None, obs_dim: int | None 
         raise MimicryError(f"episode dataset not found: {path}; record one with "
                            f"`mimicry sample RUN_DIR episodes=1000 record={path}`")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [k for k in ("env", *FIELDS) if k not in data]
-            if missing:
-                raise MimicryError(f"{path} is not an episode dataset (missing {', '.join(missing)})")
+        data = np.load(path, allow_pickle=False)
+    except Exception as error:  # truncated zip, not a NumPy file, an object array...
+        raise MimicryError(f"cannot read episode dataset {path}: it is damaged or not a .npz file "
+                           f"({type(error).__name__}); record it again") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):  # a lone .npy array saved under a .npz name
+        raise MimicryError(f"{path} is a single NumPy array, not an episode dataset (.npz with "
+                           f"{', '.join(('env', *FIELDS))})")
+    with data:
+        missing = [k for k in ("env", *FIELDS) if k not in data]
+        if missing:
+            raise MimicryError(f"{path} is not an episode dataset (missing {', '.join(missing)})")
+        try:
             episodes = Episodes(str(data["env"]), *(data[k] for k in FIELDS))
-    except (OSError, ValueError) as error:
-        raise MimicryError(f"cannot read episode dataset {path}: {error}") from None
+        except Exception as error:  # a member that is truncated or not an array
+            raise MimicryError(f"cannot read episode dataset {path}: a member is damaged ({type(error).__name__}); "
+                               f"record it again") from None
+    shapes = {"observations": 2, "actions": 1, "rewards": 1, "terminations": 1, "truncations": 1, "episode_lengths": 1}
+    wrong = [k for k, ndim in shapes.items() if getattr(episodes, k).ndim != ndim
+             or getattr(episodes, k).dtype.kind not in ("biuf" if k != "observations" else "iuf")]
+    if wrong:
+        raise MimicryError(f"{path}: {', '.join(wrong)} have the wrong shape or type for an episode dataset; "
+                           f"the file is damaged")
     if len(episodes.episode_lengths) == 0 or len(episodes.actions) == 0:
         raise MimicryError(f"{path} holds no episodes; record some with `mimicry sample RUN_DIR episodes=1000 record=...`")
     if int(episodes.episode_lengths.sum()) != len(episodes.actions) or \

@@ -75,11 +75,14 @@ def build_tokenizer(kind: str, text: str) -> CharTokenizer | ByteTokenizer:
 
 
 def tokenizer_from_state(state: dict) -> CharTokenizer | ByteTokenizer:
-    if state["kind"] == "char":
+    """A tokenizer from its saved ``state()``, read from a checkpoint: checked as data."""
+    kind = state.get("kind") if isinstance(state, dict) else None
+    if kind == "char" and isinstance(state.get("vocab"), str) and state["vocab"]:
         return CharTokenizer(state["vocab"])
-    if state["kind"] == "byte":
+    if kind == "byte":
         return ByteTokenizer()
-    raise MimicryError(f"unknown tokenizer kind {state['kind']!r} in checkpoint")
+    raise MimicryError(f"the checkpoint's tokenizer is damaged or unknown ({str(state)[:60]!r}); "
+                       f"expected kind char (with its vocab) or byte")
 
 
 def _as_list(ids: torch.Tensor | list[int]) -> list[int]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from mimicry.data.images import ImageDataModule, to_signed
+from mimicry.errors import MimicryError
 from mimicry.models.cnn_classifier import CNNClassifier
 
 log = logging.getLogger("mimicry")
@@ -104,6 +106,7 @@ def load_feature_net(datamodule: ImageDataModule, accelerator: str = "auto", **s
         return None
     settings = {**FEATURE_NET, **settings}
     name = f"{datamodule.identity()}_cnn{settings['width']}_{settings['steps']}steps_{CACHE_VERSION}.pt"
+    name = re.sub(r"[^A-Za-z0-9_.\-]", "_", name).lstrip(".")  # a file in the cache folder, whatever the settings
     folders = feature_net_dirs(datamodule.root)
     for folder in folders:
         if (folder / name).is_file():
@@ -128,11 +131,17 @@ def load_feature_net(datamodule: ImageDataModule, accelerator: str = "auto", **s
 
 
 def _read_feature_net(path: Path) -> CNNClassifier:
-    record = torch.load(path, map_location="cpu", weights_only=True)
-    spec = record["spec"]
-    net = CNNClassifier(spec["channels"], spec["num_classes"], spec["image_size"], width=record["width"])
-    net.load_state_dict(record["state_dict"])
-    net.test_accuracy = float(record["test_accuracy"])
+    """A cached feature net (weights only); a damaged cache file gets one line, and is left as it is."""
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+        spec = record["spec"]
+        net = CNNClassifier(int(spec["channels"]), int(spec["num_classes"]), int(spec["image_size"]),
+                            width=int(record["width"]))
+        net.load_state_dict(record["state_dict"])
+        net.test_accuracy = float(record["test_accuracy"])
+    except Exception as error:  # truncated, not a torch file, a pickle asking for code, wrong fields or shapes
+        raise MimicryError(f"the cached feature net {path} is damaged ({type(error).__name__}); delete it and it "
+                           f"is fitted again on first use") from None
     return net.eval()
 
 

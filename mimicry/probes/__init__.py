@@ -19,7 +19,7 @@ PROBES = {
 
 
 def usage() -> str:
-    lines = ["usage: mimicry probe NAME RUN_DIR [checkpoint=best|last] [key=value ...]", "", "probes:"]
+    lines = ["usage: mimicry probe NAME RUN_DIR [checkpoint=best|last] [data.root=DIR] [key=value ...]", "", "probes:"]
     for name, module in PROBES.items():
         lines.append(f"  {name:<11} {importlib.import_module(module).SUMMARY}")
     return "\n".join(lines)
@@ -33,6 +33,7 @@ def probe_command(args: list[str]) -> int:
     if name not in PROBES:
         raise MimicryError(f"unknown probe {name!r}; choose one of: {', '.join(PROBES)} (mimicry probe --help)")
     from mimicry.probes.common import open_run, parse_options
+    from mimicry.recipe import typed_data_values
 
     module = importlib.import_module(PROBES[name])
     if rest and rest[0] in ("-h", "--help"):
@@ -40,5 +41,6 @@ def probe_command(args: list[str]) -> int:
               + ", ".join(f"{k}={v}" for k, v in module.OPTIONS.items()))
         return 0
     chosen = [a.split("=", 1)[1] for a in rest if a.startswith("checkpoint=")]  # every probe takes it
-    run_dir, options = parse_options([a for a in rest if not a.startswith("checkpoint=")], module.OPTIONS, name)
-    return module.main(open_run(run_dir, chosen[-1] if chosen else "best"), options)
+    rest, typed = typed_data_values([a for a in rest if not a.startswith("checkpoint=")])  # data.root=DIR
+    run_dir, options = parse_options(rest, module.OPTIONS, name)
+    return module.main(open_run(run_dir, chosen[-1] if chosen else "best", typed), options)

@@ -10,14 +10,13 @@ from typing import Any
 import torch
 import yaml
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import DictConfig
 from torch.utils.tensorboard import SummaryWriter
 
-from mimicry.checkpoints import find_checkpoint, load_task
+from mimicry.checkpoints import find_checkpoint, load_task_and_config
 from mimicry.errors import MimicryError
 from mimicry.output_paths import ensure_writable_dir
 from mimicry.tasks.base import ImitationTask
-from mimicry.trusted_targets import check_targets
 
 
 @dataclass
@@ -25,6 +24,7 @@ class ProbedRun:
     run_dir: Path
     checkpoint: Path
     task: ImitationTask
+    config: DictConfig  # the installed configs composed with the run's recipe (mimicry/recipe.py)
 
     @property
     def out_dir(self) -> Path:
@@ -36,19 +36,9 @@ class ProbedRun:
         """A writer into the run's TensorBoard folder: the probe's figures appear beside its curves."""
         return SummaryWriter(str(self.run_dir / "tb"))
 
-    def data_config(self) -> Any:
-        config_file = self.run_dir / ".hydra" / "config.yaml"
-        if not config_file.is_file():
-            raise MimicryError(f"{self.run_dir} has no .hydra/config.yaml: cannot tell which data it was trained on")
-        config = OmegaConf.load(config_file)
-        if config.get("data") is None:
-            return None
-        check_targets(OmegaConf.to_container(config.data), str(config_file))  # a shared run builds only our classes
-        return config.data
-
     def datamodule(self) -> Any:
-        """The run's training data, built from its saved config (text keeps the checkpoint's tokenizer)."""
-        config = self.data_config()
+        """The run's training data, built from its recipe (text keeps the checkpoint's tokenizer)."""
+        config = self.config.get("data")
         if config is None:
             raise MimicryError(f"{self.run_dir} trained without a dataset (an rl run makes its own data)")
         spec = self.task.data_spec
@@ -57,15 +47,16 @@ class ProbedRun:
         return data
 
 
-def open_run(path: str | Path, prefer: str = "best") -> ProbedRun:
-    """The run's task from its best checkpoint (``prefer="last"``: the final weights)."""
+def open_run(path: str | Path, prefer: str = "best", typed: dict[str, Any] | None = None) -> ProbedRun:
+    """The run's task from its best checkpoint (``prefer="last"``: the final weights); ``typed``: data
+    settings given on the command line (``data.root=``)."""
     if prefer not in ("best", "last"):
         raise MimicryError(f"checkpoint={prefer}: choose best (by the run's monitored metric) or last")
     checkpoint = find_checkpoint(path, prefer)
     run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
-    task = load_task(checkpoint)  # mimicry/checkpoints.py: weights_only, trusted targets
+    task, config = load_task_and_config(checkpoint, typed=typed)  # mimicry/checkpoints.py: data, never code
     torch.set_grad_enabled(True)
-    return ProbedRun(run_dir, checkpoint, task)
+    return ProbedRun(run_dir, checkpoint, task, config)
 
 
 def parse_options(args: list[str], defaults: dict[str, Any], probe: str) -> tuple[str, dict[str, Any]]:

@@ -1,8 +1,9 @@
 """From a ``reward:`` config to a callable ``texts → one float per text``, checked before work starts.
 
 A reward given on the command line (``reward._target_=my_module.my_reward``) is the user's own
-choice and is imported as given. One read back from a run folder or checkpoint has already passed
-mimicry/trusted_targets.py (only mimicry's own rewards), before anything here is called.
+choice and is imported as given. A run read back from a file never names one: its recipe chooses a
+registered reward (an option of conf/reward/, whose ``_target_`` is ours), and ``resume=`` refuses a
+saved ``reward._target_`` (mimicry/recipe.py, mimicry/saved_overrides.py).
 """
 from __future__ import annotations
 

@@ -162,9 +162,22 @@ class ImitationTask(pl.LightningModule):
             self.trainer.should_stop = True
 
     # ---- checkpoints ---------------------------------------------------------------------------
+    #: the run's recipe (mimicry/recipe.py), set by whoever built the task; it goes into every checkpoint
+    recipe: dict | None = None
+
+    def derived_arguments(self) -> dict[str, Any]:
+        """Constructor arguments this task derived from files when first built, as plain values, so
+        that its checkpoint alone rebuilds it (mimicry/checkpoints.py): here the data spec."""
+        return {"data_spec": self.data_spec}
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # Which class to rebuild, and the RNG state so that a resumed run draws the same dropout masks.
+        # A checkpoint is data: the recipe and derived values rebuild the task from the installed configs
+        # (the class-naming hyper-parameters Lightning keeps are not needed, so not saved); the RNG state
+        # lets a resumed run draw the same dropout masks.
+        checkpoint.pop("hyper_parameters", None)
+        checkpoint.pop("datamodule_hyper_parameters", None)
         checkpoint["mimicry"] = {"task": f"{type(self).__module__}.{type(self).__qualname__}",
+                                 "recipe": self.recipe, "derived": self.derived_arguments(),
                                  "rng_state": torch.get_rng_state()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:

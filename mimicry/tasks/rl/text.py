@@ -22,10 +22,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mimicry.checkpoints import checkpoint_task_name, find_checkpoint, read_checkpoint
+from mimicry.checkpoints import checkpoint_task_name, find_checkpoint, read_checkpoint, read_derived, saved_config
 from mimicry.data.tokenizers import tokenizer_from_state
 from mimicry.errors import MimicryError
 from mimicry.models.gpt import GPT
+from mimicry.recipe import as_plain
 from mimicry.rewards import build_reward, check_reward
 from mimicry.rewards.loading import as_scores
 from mimicry.tasks.rl.base import ReinforcementTask
@@ -60,11 +61,10 @@ def read_lm_run(init_from: str | None) -> dict[str, Any]:
     if checkpoint_task_name(checkpoint) != LM_TASK:
         raise MimicryError(f"init_from={init_from} is a {checkpoint_task_name(checkpoint).rsplit('.', 1)[-1]} run; "
                            f"RL on text starts from a run of task=lm")
-    saved = checkpoint["hyper_parameters"]
-    model = dict(saved["model"])
+    model = as_plain(saved_config(checkpoint, str(path)).model)  # the installed GPT config + the run's values
     if model.pop("_target_", None) != "mimicry.models.gpt.GPT":
         raise MimicryError(f"init_from={init_from}: its model is not mimicry's GPT; RL on text needs model=gpt")
-    spec = saved["data_spec"]
+    spec = read_derived(checkpoint, str(path))["data_spec"]
     return {"model": model, "tokenizer": spec["tokenizer"], "vocab_size": int(spec["vocab_size"]), "run": str(path)}
 
 
@@ -93,9 +93,8 @@ class TextReinforcementTask(ReinforcementTask):
                  lm: dict | None = None):
         super().__init__(model, loss, optim, data_spec, algo, env, seed, total_env_steps, eval_every_env_steps,
                          eval_episodes, eval_seed, stop_at_return, torch_threads, sample_every_n_steps)
-        if lm is None:  # a new run (or a resumed one, rebuilt from its config): read the lm run
+        if lm is None:  # a new run (or a resumed one): read the lm run; a checkpoint carries it (derived_arguments)
             lm = read_lm_run(init_from)
-            self.hparams["lm"] = lm  # checkpoints carry it: sampling a run needs no lm run on disk
         self.lm = lm
         self.tokenizer = tokenizer_from_state(lm["tokenizer"])
         self.vocab_size = lm["vocab_size"]
@@ -113,6 +112,9 @@ class TextReinforcementTask(ReinforcementTask):
         self.reference.requires_grad_(False)
         self._reward: Callable[[list[str]], list[float]] | None = None
         self.build_route()
+
+    def derived_arguments(self) -> dict[str, Any]:
+        return {**super().derived_arguments(), "lm": self.lm}  # sampling a run needs no lm run on disk
 
     def build_route(self) -> None:
         """What a route adds to the policy (a value head), and the checks of its own settings."""
