@@ -111,7 +111,12 @@ def load_task_and_config(path: str | Path, prefer: str = "best", typed: dict[str
     checkpoint = read_checkpoint(ckpt_path)
     derived = read_derived(checkpoint, str(ckpt_path))
     cfg = saved_config(checkpoint, str(ckpt_path), typed)
-    task = build_task(cfg, recipe=checkpoint["mimicry"]["recipe"], **derived)
+    try:
+        task = build_task(cfg, recipe=checkpoint["mimicry"]["recipe"], **derived)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as error:  # plain values of the wrong kind
+        raise MimicryError(f"{ckpt_path}: its settings do not build a task ({type(error).__name__}: "
+                           f"{' '.join(str(error).split())[:160]}); it was altered or written by another version "
+                           f"of mimicry") from None
     built = f"{type(task).__module__}.{type(task).__qualname__}"
     if built != checkpoint_task_name(checkpoint):
         raise MimicryError(f"{ckpt_path} says it holds a {checkpoint_task_name(checkpoint)} but its recipe builds a "

@@ -13,8 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mimicry.errors import MimicryError
 from mimicry.output_paths import ensure_writable_dir
-from mimicry.run_reading import override_key, read_yaml
-from mimicry.run_record import read_summary
+from mimicry.run_reading import override_key, read_summary_file, read_yaml
 from mimicry.saved_overrides import vet_overrides
 
 USAGE = """usage: mimicry <command> [options]
@@ -92,7 +91,7 @@ def prepare_train_args(args: list[str]) -> list[str]:
         raise MimicryError(f"resume={run_dir}: not a mimicry run directory (no .hydra/overrides.yaml there)")
     new = [a for a in args if override_key(a) != "resume"]
     typed_tasks = [a.split("=", 1)[1] for a in new if override_key(a) == "task"]
-    run_task = read_summary(run_dir).get("task") if (run_dir / "summary.json").is_file() else None
+    run_task = read_summary_file(run_dir / "summary.json")[0].get("task")
     if typed_tasks and run_task and typed_tasks[-1] != run_task:
         raise MimicryError(f"resume={run_dir} is a {run_task} run: it cannot continue as task={typed_tasks[-1]}; "
                            f"drop task= (a resumed run keeps its task)")

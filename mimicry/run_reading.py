@@ -21,7 +21,6 @@ import numpy as np
 import yaml
 
 from mimicry.errors import MimicryError
-from mimicry.run_record import read_summary_file
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: several times faster
 MISSING = "-"  # shown for a key a run's config does not have
@@ -296,3 +295,22 @@ def _one_point_per_step(steps: np.ndarray, values: np.ndarray, walls: np.ndarray
     steps, values, walls = steps[order], values[order], walls[order]
     last_of_step = np.r_[steps[1:] != steps[:-1], True]
     return Curve(steps[last_of_step], values[last_of_step], walls[last_of_step])
+
+
+def read_summary_file(path: Path) -> tuple[dict[str, Any], str | None]:
+    """A summary.json as data: (its fields, a note when it is damaged). Shared run folders may hold
+    anything, so each field keeps its type or is dropped: a reader never crashes on one."""
+    try:
+        found = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}, "summary.json unreadable"
+    if not isinstance(found, dict):
+        return {}, "summary.json damaged (not a JSON object)"
+    kinds = {"status": str, "error": str, "task": str, "metrics": dict, "best": dict, "overrides": list,
+             "steps": (int, float), "epochs": (int, float), "wall_time_s": (int, float)}
+    damaged = [key for key, kind in kinds.items() if key in found and not isinstance(found[key], kind)
+               or (kind == (int, float) and isinstance(found.get(key), bool))]
+    summary = {key: value for key, value in found.items() if key not in damaged}
+    if isinstance(summary.get("error"), str) and not summary["error"].strip():
+        summary.pop("error")
+    return summary, f"summary.json damaged ({', '.join(damaged)})" if damaged else None

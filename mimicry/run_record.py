@@ -14,6 +14,8 @@ from typing import Any
 
 from pytorch_lightning.utilities import rank_zero_only
 
+from mimicry.run_reading import read_summary_file
+
 STATUSES = ("running", "completed", "failed", "diverged")
 
 
@@ -57,22 +59,3 @@ def _plain(value: Any) -> Any:
 
 def read_summary(run_dir: Path) -> dict:
     return read_summary_file(Path(run_dir) / "summary.json")[0]
-
-
-def read_summary_file(path: Path) -> tuple[dict[str, Any], str | None]:
-    """A summary.json as data: (its fields, a note when it is damaged). Shared run folders may hold
-    anything, so each field keeps its type or is dropped: a reader never crashes on one."""
-    try:
-        found = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
-        return {}, "summary.json unreadable"
-    if not isinstance(found, dict):
-        return {}, "summary.json damaged (not a JSON object)"
-    kinds = {"status": str, "error": str, "task": str, "metrics": dict, "best": dict, "overrides": list,
-             "steps": (int, float), "epochs": (int, float), "wall_time_s": (int, float)}
-    damaged = [key for key, kind in kinds.items() if key in found and not isinstance(found[key], kind)
-               or (kind == (int, float) and isinstance(found.get(key), bool))]
-    summary = {key: value for key, value in found.items() if key not in damaged}
-    if isinstance(summary.get("error"), str) and not summary["error"].strip():
-        summary.pop("error")
-    return summary, f"summary.json damaged ({', '.join(damaged)})" if damaged else None

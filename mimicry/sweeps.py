@@ -23,8 +23,7 @@ from typing import Any
 import yaml
 
 from mimicry.errors import MimicryError
-from mimicry.run_reading import override_key, read_yaml
-from mimicry.run_record import read_summary_file
+from mimicry.run_reading import override_key, read_summary_file, read_yaml
 from mimicry.saved_overrides import vet_overrides
 
 FIXED_OVERRIDES_ENV = "MIMICRY_FIXED_OVERRIDES"  # overrides shared by every job of this sweep (JSON list)

@@ -206,3 +206,12 @@ def test_resume_continues_a_gan_run_in_the_same_directory(tmp_path):
     steps = sorted(step for step, _ in events["scalars"]["gan/d_real"])
     assert steps[0] <= 1 and steps == list(range(steps[0], steps[0] + 16))  # one curve over both sessions: no gap, no repeat
     assert {step for step, _, _ in events["images"]["samples/fakes"]} >= {0, 8, 16}
+
+
+def test_a_probe_that_cannot_read_a_gan_says_so(trained_gan, capsys):
+    from mimicry.cli import main
+
+    assert main(["probe", "sharpness", str(trained_gan), "batches=1"]) == 2
+    err = capsys.readouterr().err
+    assert "GenerativeAdversarial does not give its loss as one comparison" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

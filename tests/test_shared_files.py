@@ -222,3 +222,24 @@ def test_a_refused_run_folder_runs_nothing_in_a_real_process(trained_lm, tmp_pat
     result = run_mimicry(tmp_path, "train", f"resume={run_dir}", check=False)
     assert result.returncode != 0 and "refusing the saved override" in result.stderr
     assert "Traceback" not in result.stderr and not victim.exists()
+
+
+@pytest.mark.parametrize("damage", [{"tokenizer": "abc"}, {"tokenizer": {"kind": "char", "vocab": ""}},
+                                    {"tokenizer": {"kind": "char", "vocab": 42}}])
+def test_plain_values_of_the_wrong_kind_get_one_line(trained_lm, tmp_path, capsys, damage):
+    crafted = craft(trained_lm, tmp_path, lambda c: c["mimicry"]["derived"]["data_spec"].update(damage))
+    message = refused(capsys, "sample", str(crafted))
+    assert str(crafted) in message or "tokenizer is damaged" in message
+
+
+def test_paths_for_a_run_read_back_are_the_users_to_type(trained_lm, tmp_path):
+    """eval and probe take data.root=/data.path= from their own command line, never from the file."""
+    from mimicry.checkpoints import load_task_and_config
+    from mimicry.recipe import typed_data_values
+
+    rest, typed = typed_data_values([str(trained_lm), "n=4", f"data.path={tmp_path / 'text.txt'}"])
+    assert rest == [str(trained_lm), "n=4"] and typed == {"data.path": str(tmp_path / "text.txt")}
+    _, cfg = load_task_and_config(trained_lm, typed=typed)
+    assert cfg.data.path == str(tmp_path / "text.txt")
+    with pytest.raises(MimicryError, match="give a data setting by its name"):
+        typed_data_values(["data._target_=builtins.open"])

@@ -3,6 +3,7 @@ values (``state()``) so that it travels inside a checkpoint and sampling needs n
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import torch
 
@@ -76,7 +77,7 @@ def build_tokenizer(kind: str, text: str) -> CharTokenizer | ByteTokenizer:
 
 def tokenizer_from_state(state: dict) -> CharTokenizer | ByteTokenizer:
     """A tokenizer from its saved ``state()``, read from a checkpoint: checked as data."""
-    kind = state.get("kind") if isinstance(state, dict) else None
+    kind = state.get("kind") if isinstance(state, Mapping) else None  # a dict, or a DictConfig via instantiate
     if kind == "char" and isinstance(state.get("vocab"), str) and state["vocab"]:
         return CharTokenizer(state["vocab"])
     if kind == "byte":

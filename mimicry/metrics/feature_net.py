@@ -52,6 +52,7 @@ def _writable(folder: Path) -> bool:
     return bool(existing.stat().st_mode & stat.S_IWUSR) and os.access(existing, os.W_OK)
 
 
+@torch.enable_grad()  # a caller drawing under no_grad (a probe, a metric) still gets a fitted net
 def fit_feature_net(datamodule: ImageDataModule, width: int, steps: int, lr: float, batch_size: int = 128,
                     device: str = "cpu", seed: int = 0) -> tuple[CNNClassifier, float]:
     """Fit the classifier on the training split: AdamW, warmup then cosine decay, seeded random batches.

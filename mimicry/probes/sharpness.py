@@ -163,6 +163,8 @@ def write(run_dir: Path, model_name: str, result: dict, step: int = 0) -> Path:
 
 
 def main(run: ProbedRun, options: dict[str, Any]) -> int:
+    if not run.task.imitates_in_one_comparison:  # e.g. a GAN: two networks, two imitations
+        run.task.imitation(None)  # raises the task's own one-line reason
     eps = check_eps(options["eps"])
     count = whole(options, "batches")
     batches = batches_of(run.datamodule().train_dataloader(), count)

@@ -75,6 +75,11 @@ class ImitationTask(pl.LightningModule):
         raise MimicryError(f"{type(self).__name__} does not give its loss as one comparison of a batch "
                            f"(no imitation()); the probes read lm and classifier runs")
 
+    @property
+    def imitates_in_one_comparison(self) -> bool:
+        """True when the task gives its loss as one comparison of a batch (``imitation``): what the probes need."""
+        return type(self).imitation is not ImitationTask.imitation
+
     def loss(self, batch: Any) -> torch.Tensor:
         """The training loss of a batch as a pure function (no logging, no state): what the probes measure."""
         return self.compare(*self.imitation(batch))
