@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf, read_write
 
 from mimicry.callbacks import SummaryRefresh
 from mimicry.callbacks.run_summary import scalar_metrics
-from mimicry.checkpoints import build_task, load_weights_into, saved_data_spec
+from mimicry.checkpoints import build_task, load_weights_into, read_checkpoint, saved_data_spec
 from mimicry.config_checks import check_settings
 from mimicry.errors import DivergedError, MimicryError
 from mimicry.recipe import record_recipe
@@ -169,14 +169,15 @@ def fit(cfg: DictConfig, run_dir: Path, choices: dict[str, str], record: RunReco
         ckpt_path = last
     elif cfg.get("resume_sweep") and last.is_file():  # a sweep job that stopped part-way
         ckpt_path = last
-    if ckpt_path is not None:
+    if ckpt_path is not None:  # a run folder may come from anyone: the checkpoint is checked as data first
+        read_checkpoint(ckpt_path)
         log.info(f"resuming from {ckpt_path}")
 
     check_manual_optimization(task, cfg)
     trainer = build_trainer(cfg, run_dir, record)
     with relaunch_into(run_dir):
         try:
-            trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+            trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         except (ValueError, TypeError, MisconfigurationException) as error:
             if trainer.global_step == 0 and raised_by_lightning(error):  # a Trainer setting it cannot use
                 raise MimicryError(f"Lightning cannot use these settings: {' '.join(str(error).split())}") from None

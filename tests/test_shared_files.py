@@ -243,3 +243,24 @@ def test_paths_for_a_run_read_back_are_the_users_to_type(trained_lm, tmp_path):
     assert cfg.data.path == str(tmp_path / "text.txt")
     with pytest.raises(MimicryError, match="give a data setting by its name"):
         typed_data_values(["data._target_=builtins.open"])
+
+
+class _Payload:
+    """What a malicious pickle carries: unpickling it would call ``open(victim, "w")``."""
+
+    def __init__(self, victim: Path):
+        self.victim = victim
+
+    def __reduce__(self):
+        return open, (str(self.victim), "w")
+
+
+def test_resume_reads_last_ckpt_as_weights_only(trained_lm, tmp_path):
+    victim = tmp_path / "created_by_unpickling.txt"
+    run_dir = shared_run(trained_lm, tmp_path)
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint["loops"] = _Payload(victim)
+    torch.save(checkpoint, run_dir / "checkpoints" / "last.ckpt")
+    result = run_mimicry(tmp_path, "train", f"resume={run_dir}", "trainer.max_epochs=3", check=False)
+    assert result.returncode != 0 and "cannot read checkpoint" in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and not victim.exists()
