@@ -61,7 +61,8 @@ GAN = ["task=gan", "model=mlp_gan", "model.generator.latent_dim=32", "model.gene
        "model.discriminator.width=64", "optim.lr=5e-4", "optim.d_lr=5e-4", "task.ema_decay=0",
        "task.metrics_every_n_epochs=0", "task.sample_every_n_steps=1000", "trainer.max_steps=300"]
 GAN_LOSSES = {"ns": ["loss=ns"], "minimax": ["loss=minimax"], "hinge": ["loss=hinge"], "lsgan": ["loss=lsgan"],
-              "wgan_gp": ["loss=wgan_gp", "model.discriminator.norm=none", "trainer.max_steps=150"], "ns_r1": ["loss=ns", "loss.r1_gamma=1.0"]}
+              "wgan_gp": ["loss=wgan_gp", "model.discriminator.norm=none", "trainer.max_steps=150"],
+              "ns_r1": ["loss=ns", "loss.r1_gamma=1.0"]}  # R1 on real images
 
 
 @pytest.mark.slow

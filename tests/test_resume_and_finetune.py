@@ -53,3 +53,42 @@ def test_a_stop_in_the_middle_of_an_epoch_resumes_the_same_run(tmp_path, monkeyp
     assert [curve[s] for s in range(7)] == pytest.approx([straight_curve[s] for s in range(7)], rel=1e-5)
     assert [curve[s] for s in range(14)] == pytest.approx([straight_curve[s] for s in range(14)], rel=1e-5)
     assert_same_weights(run_dir, straight)
+
+
+def test_resume_without_a_checkpoint_says_so(tmp_path):
+    run_mimicry(tmp_path, "train", *TINY_LM, "trainer.max_epochs=1")
+    (run_dir,) = run_dirs(tmp_path)
+    (run_dir / "checkpoints" / "last.ckpt").unlink()
+    result = run_mimicry(tmp_path, "train", f"resume={run_dir}", check=False)
+    assert result.returncode != 0
+    assert "nothing to resume" in result.stdout + result.stderr
+    assert summary(run_dir)["status"] == "failed"
+
+
+def test_init_from_fine_tunes_on_instruction_pairs(trained_lm, tmp_path):
+    pairs = "".join(f"### Instruction:\nSay the number {i}.\n### Response:\nThe number is {i}.\n\n" for i in range(200))
+    data = tmp_path / "pairs.txt"
+    data.write_text(pairs)
+    pretrained = trained_lm / "checkpoints" / "last.ckpt"
+    run_mimicry(tmp_path, "train", *TINY_LM, f"init_from={pretrained}", "data=text", f"data.path={data}",
+                "trainer.max_epochs=3", "optim.lr=1e-2")
+    (run_dir,) = run_dirs(tmp_path)
+    record = summary(run_dir)
+    assert record["status"] == "completed"
+    assert "initialised weights from" in (run_dir / "train.log").read_text()
+    # Before its first step, the fine-tuned model writes exactly what the pretrained one wrote last
+    # (same tokenizer, prompt and seed): the weights and the vocabulary came across.
+    last_pretrained = (trained_lm / "samples" / "step_0000010.txt").read_text()
+    assert (run_dir / "samples" / "step_0000000.txt").read_text() == last_pretrained
+    # ...and then it learns the new format: the repetitive pairs are far easier than pydoc.
+    assert record["metrics"]["val/loss"] < summary(trained_lm)["metrics"]["val/loss"] - 0.5
+
+
+def test_last_checkpoint_follows_every_epoch_even_without_improvement(tmp_path):
+    # lr=0: the validation loss never improves, so best.ckpt stays at epoch 1; last.ckpt must not.
+    run_mimicry(tmp_path, "train", *TINY_LM, "optim.lr=0.0", "optim.min_lr=0.0", "trainer.max_epochs=3")
+    (run_dir,) = run_dirs(tmp_path)
+
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    best = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)
+    assert last["global_step"] == 15 and best["global_step"] == 5
