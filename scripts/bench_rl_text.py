@@ -9,7 +9,9 @@
    reward=sentence_length` (a first sentence of 30 characters ending in . ! or ?; maximum 1), each for
    the same number of generated tokens, evaluated on fixed prompts and seeds.
 3. Per route: the reward and the KL to the start before and after, where the route first closed half
-   of the gap between the start's reward and the maximum (generated tokens, KL), wall and CPU time,
+   of the gap between the start's reward and the maximum (generated tokens, KL: the "first touch"),
+   and what held after it (scripts/what_holds.py): the mean of the last 5 evaluations, the share of
+   evaluations after the first crossing still at or above half the gap, the worst one; wall and CPU time,
    the validation loss on tinyshakespeare's held-out 10% before and after (reward_conditioned's also as it
    samples: told the highest return), and samples side by side.
 Writes scripts/results/bench_rl_text.json, scripts/results/bench_rl_text_samples.md and
@@ -31,6 +33,8 @@ from pathlib import Path
 from mimicry.run_reading import scalar_curves
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+from what_holds import what_holds  # noqa: E402
 DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "scripts" / "results"
 WORK = RESULTS / "bench_rl_text_runs_cpu"
@@ -173,6 +177,7 @@ def main() -> None:
             "kl_after": round(end["kl"], 2), "half_gap_target": round(half, 4),
             "half_gap_reached_at_tokens": reached["generated_tokens"] if reached else None,
             "half_gap_kl": round(reached["kl"], 2) if reached else None,
+            "holds": what_holds([(e["generated_tokens"], e["reward"]) for e in evals], half),
             "val_loss_before": round(val_loss(task.reference, task.tokenizer, text), 4),
             "val_loss_after": round(val_loss(task.gpt, task.tokenizer, text), 4),
             "val_loss_after_as_sampled": round(policy_val_loss(task, text), 4),

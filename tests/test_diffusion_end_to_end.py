@@ -10,6 +10,7 @@ from conftest import read_events, run_dirs, run_mimicry, summary
 from mimicry.checkpoints import load_task
 from mimicry.errors import MimicryError
 from mimicry.tasks.diffusion import Diffusion
+from resume_checks import assert_same_curve, assert_same_weights
 
 # A UNet of a few thousand weights and T=50: a 2-epoch run takes seconds on 2 CPU cores.
 TINY_DIFFUSION = [
@@ -124,6 +125,8 @@ def test_resume_continues_with_the_same_numbers_and_the_same_average(tmp_path):
     # val/loss scores the EMA: equal only if the average (and its update count) came back too
     assert resumed["metrics"]["val/loss"] == pytest.approx(reference["metrics"]["val/loss"], rel=1e-5)
     assert resumed["metrics"]["train/loss"] == pytest.approx(reference["metrics"]["train/loss"], rel=1e-5)
+    assert_same_curve(run_dir, run_dirs(straight)[0], "train/loss")
+    assert_same_weights(run_dir, run_dirs(straight)[0])  # the UNet and its EMA copy
 
 
 def test_only_an_eps_model_clips_unless_asked():

@@ -11,6 +11,7 @@ from PIL import Image
 from conftest import read_events, run_dirs, run_mimicry, summary
 from mimicry.data.images import DigitsDataModule
 from mimicry.tasks.gan import GenerativeAdversarial
+from resume_checks import assert_same_curve, assert_same_weights
 
 # Small enough that a 2-epoch run takes seconds on 2 CPU cores.
 TINY_GAN = [
@@ -201,6 +202,8 @@ def test_resume_continues_a_gan_run_in_the_same_directory(tmp_path):
     # as the run that was never stopped (up to float noise).
     for name in ["train/d_loss", "train/g_loss", "val/d_real"]:
         assert resumed["metrics"][name] == pytest.approx(reference["metrics"][name], rel=1e-4, abs=1e-6), name
+        assert_same_curve(run_dir, run_dirs(straight)[0], name, rel=1e-4)  # ...and every point before the end
+    assert_same_weights(run_dir, run_dirs(straight)[0], atol=1e-4)
 
     events = read_events(run_dir)
     steps = sorted(step for step, _ in events["scalars"]["gan/d_real"])

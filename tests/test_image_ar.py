@@ -16,6 +16,7 @@ from mimicry.data.images import DigitsDataModule, ImageFolderDataModule
 from mimicry.errors import MimicryError
 from mimicry.metrics.feature_net import load_feature_net
 from mimicry.tasks.image_ar import ImageAutoregressive
+from resume_checks import assert_same_curve, assert_same_weights
 
 TINY_IMAGE_AR = [
     "task=image_ar", "model.n_layer=1", "model.n_head=2", "model.n_embd=32", "tokenizer.levels=4",
@@ -131,6 +132,8 @@ def test_patch_tokenizer_bits_per_dim_and_resume(tmp_path: Path) -> None:
     resumed, reference = summary(run_dir), summary(run_dirs(straight)[0])
     assert resumed["status"] == "completed" and resumed["steps"] == reference["steps"] == 16
     assert resumed["metrics"]["val/bits_per_dim"] == pytest.approx(reference["metrics"]["val/bits_per_dim"], rel=1e-5)
+    assert_same_curve(run_dir, run_dirs(straight)[0], "train/loss")
+    assert_same_weights(run_dir, run_dirs(straight)[0])  # the GPT and the fitted codebook
 
     metrics = reference["metrics"]
     # 16 codes per 16x16 image; an untrained (uniform) model: 16·log2(16) bits / 256 dims = 0.25 bits/dim.

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+import yaml
 
 from conftest import TINY_LM, read_events, run_dirs, run_mimicry, summary
 
@@ -92,3 +93,38 @@ def test_ddp_relaunch_on_cpu_writes_one_run_directory(tmp_path):
     run_mimicry(tmp_path, "train", *args, "trainer.max_epochs=1", "trainer.devices=2", "trainer.strategy=ddp")
     (run_dir,) = run_dirs(tmp_path)
     assert summary(run_dir)["status"] == "completed"
+
+
+def hparams_tab(run_dir) -> tuple[dict, list[str]]:
+    """What TensorBoard's HParams plugin reads from a run: {key: value} of its session and the metric names."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import metadata, plugin_data_pb2
+
+    values, metric_names = {}, []
+    for event_file in sorted((run_dir / "tb").glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(event_file), size_guidance={"tensors": 0})
+        acc.Reload()
+        try:
+            found = acc.PluginTagToContent(metadata.PLUGIN_NAME)
+        except KeyError:  # an event file without the HParams summaries
+            continue
+        for content in found.values():
+            data = plugin_data_pb2.HParamsPluginData.FromString(content)
+            if data.HasField("session_start_info"):
+                for key, value in data.session_start_info.hparams.items():
+                    values[key] = getattr(value, value.WhichOneof("kind"))
+            if data.HasField("experiment"):
+                metric_names += [info.name.tag for info in data.experiment.metric_infos]
+    return values, metric_names
+
+
+def test_hparams_tab_holds_the_config_and_the_final_metrics(trained_lm):
+    values, metric_names = hparams_tab(trained_lm)
+    assert isinstance(values["optim.lr"], float)  # a number the tab can sort and plot, not a string
+    config = yaml.safe_load((trained_lm / ".hydra" / "config.yaml").read_text())
+    assert values["optim.lr"] == pytest.approx(float(config["optim"]["lr"]))
+    assert values["optim.warmup_steps"] == 2 and values["model.n_embd"] == 32  # the command line's overrides
+    assert values["seed"] == config["seed"]
+    assert "final/val/loss" in metric_names
+    final = dict(read_events(trained_lm)["scalars"]["final/val/loss"])
+    assert list(final.values())[-1] == pytest.approx(summary(trained_lm)["metrics"]["val/loss"], rel=1e-5)

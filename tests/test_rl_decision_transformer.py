@@ -6,6 +6,7 @@ import logging
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from mimicry.data.episodes import save_episodes
@@ -17,14 +18,22 @@ pytestmark = pytest.mark.filterwarnings("ignore:You are trying to")
 K = 4
 
 
-def tiny_dt(dataset, **algo) -> DecisionTransformer:
+def tiny_dt(dataset, eval_episodes: int = 10, **algo) -> DecisionTransformer:
     torch.manual_seed(0)
     model = {"_target_": "mimicry.models.gpt.GPT", "block_size": 3 * K, "n_layer": 1, "n_head": 2, "n_embd": 32,
              "dropout": 0.0, "bias": False}
     settings = {"dataset": str(dataset), "context": K, "batch_size": 32, "updates": 150, "updates_per_eval": 150,
                 "target_return": 5.0, "return_scale": 5.0, "max_timestep": 50, **algo}
     return DecisionTransformer(model=model, loss={"_target_": "torch.nn.CrossEntropyLoss"}, optim={"lr": 3e-3},
-                               data_spec={}, algo=settings)
+                               data_spec={}, algo=settings, eval_episodes=eval_episodes)
+
+
+def fit(task: DecisionTransformer) -> None:
+    """Train ``task`` as `mimicry train` does (conf/task/rl.yaml's trainer settings), without files."""
+    trainer = pl.Trainer(max_epochs=-1, reload_dataloaders_every_n_epochs=1, num_sanity_val_steps=0, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(task)
+    assert trainer.global_step == task.algo["updates"]
 
 
 def synthetic(path, n_episodes=40, length=5):
@@ -61,12 +70,8 @@ def test_windows_stay_inside_their_episode(tmp_path):
 
 
 def test_dt_outputs_the_action_that_led_to_the_return_asked_for(tmp_path):
-    task = tiny_dt(synthetic(tmp_path / "d.npz"))
-    optimizer = torch.optim.Adam(task.parameters(), lr=3e-3)
-    for batch in task.batches():
-        optimizer.zero_grad()
-        task.training_step(batch, 0).backward()
-        optimizer.step()
+    task = tiny_dt(synthetic(tmp_path / "d.npz"), eval_episodes=1)
+    fit(task)  # through the task's own optimizer and schedule
     task.eval()
     obs = torch.randn(16, 1, 4)
     first = lambda target: task(torch.full((16, 1), target), obs, torch.zeros(16, 1, dtype=torch.long),  # noqa: E731

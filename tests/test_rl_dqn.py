@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from conftest import read_events, run_dirs, run_mimicry, summary
+from mimicry.cli import main
 from mimicry.data.replay import ReplayBuffer
 from mimicry.losses.td import q_target
 from mimicry.tasks.rl.dqn import DQN
@@ -47,11 +48,15 @@ def test_epsilon_decays_linearly_then_stays():
         assert task.epsilon() == pytest.approx(expected)
 
 
-def test_tiny_dqn_run(tmp_path):
-    run_mimicry(tmp_path, "train", "task=rl", "algo=dqn", "model.hidden=[16]", "algo.learning_starts=64",
-                "algo.train_freq=32", "algo.gradient_steps=4", "algo.double_dqn=true", "task.total_env_steps=256",
-                "task.eval_every_env_steps=128", "task.eval_episodes=2", "trainer.log_every_n_steps=2")
-    (run_dir,) = run_dirs(tmp_path)
+TINY = ["task=rl", "algo=dqn", "model.hidden=[16]", "algo.learning_starts=64", "algo.train_freq=32",
+        "algo.gradient_steps=4", "algo.double_dqn=true", "task.total_env_steps=256", "task.eval_every_env_steps=128",
+        "task.eval_episodes=2", "trainer.log_every_n_steps=1"]
+
+
+def test_tiny_dqn_run(tmp_path, monkeypatch):
+    (tmp_path / "straight").mkdir()
+    run_mimicry(tmp_path / "straight", "train", *TINY)
+    (run_dir,) = run_dirs(tmp_path / "straight")
     result = summary(run_dir)
     assert result["status"] == "completed" and result["metrics"]["rollout/env_steps"] == 256
     assert result["steps"] == (256 - 64) // 32 * 4 + 4  # updates start once 64 transitions are stored
@@ -59,3 +64,26 @@ def test_tiny_dqn_run(tmp_path):
     assert {"rollout/epsilon", "rollout/replay_size", "train/q_mean", "eval/return_mean"} <= set(scalars)
     epsilons = [v for _, v in sorted(scalars["rollout/epsilon"])]
     assert epsilons == sorted(epsilons, reverse=True) and epsilons[0] < 1.0
+
+    # resume, against this run as the uninterrupted reference: stopped at 128 env steps, then resumed
+    # to 256 (in-process: a CLI start costs seconds of CPU). The replay buffer is not in the
+    # checkpoint, so the resumed run refills it: no update until it holds learning_starts (64) fresh
+    # transitions again, i.e. one 32-step phase without updates, 4 updates fewer than the reference.
+    (tmp_path / "interrupted").mkdir()
+    monkeypatch.chdir(tmp_path / "interrupted")
+    assert main(["train", *TINY, "task.total_env_steps=128"]) == 0
+    (resumed,) = run_dirs(tmp_path / "interrupted")
+    assert summary(resumed)["steps"] == (128 - 64) // 32 * 4 + 4
+    assert main(["train", f"resume={resumed}", "task.total_env_steps=256"]) == 0
+    after = read_events(resumed)["scalars"]
+    assert summary(resumed)["metrics"]["rollout/env_steps"] == 256
+    assert summary(resumed)["steps"] == result["steps"] - 4  # the refill: one phase without updates
+    replay = dict(after["rollout/replay_size"])
+    # refilled from empty at 128 env steps (logged with the updates, which start once it holds 64)
+    assert min(step for step in replay if step > 128) == 192
+    assert [replay[step] for step in (192, 224, 256)] == [64, 96, 128]
+    # ε is a function of the env steps, which the checkpoint carries: the same schedule as the reference's
+    reference_eps, resumed_eps = dict(scalars["rollout/epsilon"]), dict(after["rollout/epsilon"])
+    after_resume = [step for step in resumed_eps if step > 128]
+    assert len(after_resume) == 3
+    assert all(resumed_eps[step] == pytest.approx(reference_eps[step]) for step in resumed_eps)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from conftest import read_events, run_dirs, run_mimicry, summary
@@ -40,7 +41,7 @@ def synthetic_dataset(path, n_episodes=10, length=6):
 
 def bc_task(path, keep_fraction):
     algo = {"dataset": str(path), "keep_fraction": keep_fraction, "batch_size": 32, "updates": 60, "updates_per_eval": 60}
-    return BehaviourCloning(model=POLICY, loss=CE, optim={"lr": 1e-2}, data_spec={}, algo=algo)
+    return BehaviourCloning(model=POLICY, loss=CE, optim={"lr": 1e-2}, data_spec={}, algo=algo, eval_episodes=1)
 
 
 def test_bc_imitates_only_the_kept_episodes(tmp_path):
@@ -50,12 +51,12 @@ def test_bc_imitates_only_the_kept_episodes(tmp_path):
     assert top.dataset_steps()["action"].tolist() == [1] * 18
     assert top.rollout_stats["dataset/kept_return_mean"] == pytest.approx(12.0)
     assert everything.rollout_stats == {} and len(everything.dataset_steps()["action"]) == 60
-    for task in (top, everything):
-        optimizer = torch.optim.Adam(task.parameters(), lr=1e-2)
-        for batch in task.batches():
-            optimizer.zero_grad()
-            task.training_step(batch, 0).backward()
-            optimizer.step()
+    for task in (top, everything):  # fitted as `mimicry train` does: the task's own optimizer and schedule
+        trainer = pl.Trainer(max_epochs=-1, reload_dataloaders_every_n_epochs=1, num_sanity_val_steps=0,
+                             logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False)
+        trainer.fit(task)
+        assert trainer.global_step == 60
     obs = torch.randn(200, 4)
     assert task is everything
     assert (top.act(obs, greedy=True) == 1).float().mean() == 1.0

@@ -19,7 +19,10 @@ pytestmark = pytest.mark.filterwarnings("ignore:You are trying to")
 
 TINY = ["task=rl", "algo.num_envs=2", "algo.n_steps=16", "algo.batch_size=16", "algo.update_epochs=2",
         "model.hidden=[16]", "task.total_env_steps=256", "task.eval_every_env_steps=128", "task.eval_episodes=2",
-        "trainer.log_every_n_steps=2"]
+        "trainer.log_every_n_steps=2",
+        # the schedules' lengths fixed (256 env steps = 8 rollouts × 4 updates), so that a run stopped
+        # at 128 env steps is this run cut short (tests/test_rl_ppo.py's resume check)
+        "optim.decay_steps=32", "algo.clip_anneal=false"]
 
 
 def test_ppo_update_follows_the_advantage_and_the_critic_imitates_returns():
@@ -64,9 +67,10 @@ def test_ppo_clipping_stops_pushing_a_ratio_past_the_trust_region():
     assert max(p.grad.abs().max().item() for p in task.model.actor.parameters()) > 1e-4
 
 
-def test_tiny_ppo_run_logs_env_steps_evaluates_samples_and_records(tmp_path):
-    run_mimicry(tmp_path, "train", *TINY)
-    (run_dir,) = run_dirs(tmp_path)
+def test_tiny_ppo_run_logs_env_steps_evaluates_samples_and_records(tmp_path, monkeypatch):
+    (tmp_path / "straight").mkdir()
+    run_mimicry(tmp_path / "straight", "train", *TINY)
+    (run_dir,) = run_dirs(tmp_path / "straight")
     result = summary(run_dir)
     assert result["status"] == "completed"
     assert result["metrics"]["rollout/env_steps"] == 256 and "eval/return_mean" in result["best"]
@@ -99,8 +103,25 @@ def test_tiny_ppo_run_logs_env_steps_evaluates_samples_and_records(tmp_path):
     assert len(rows) == len((run_dir / "tb").rglob("policy_states/tensors.tsv").__next__().read_text().splitlines())
     assert {row.split("\t")[2] for row in rows} <= {"0", "1"}
 
+    # resume, against this run as the uninterrupted reference: stopped at 128 env steps, then resumed
+    # to 256 (in-process: a CLI start costs seconds of CPU). The environments start fresh episodes on
+    # resume (their state is not in the checkpoint), so the weights differ from the reference's; what
+    # the checkpoint carries must continue exactly: the env-step counter, the update count, and the
+    # optimizer's schedule (the learning rate at every update).
+    (tmp_path / "interrupted").mkdir()
+    monkeypatch.chdir(tmp_path / "interrupted")
+    assert main(["train", *TINY, "task.total_env_steps=128"]) == 0
+    (interrupted,) = run_dirs(tmp_path / "interrupted")
+    assert main(["train", f"resume={interrupted}", "task.total_env_steps=256"]) == 0
+    after = summary(interrupted)
+    assert after["metrics"]["rollout/env_steps"] == 256 and after["steps"] == result["steps"] == 32
+    lr, resumed_lr = dict(scalars["train/lr"]), dict(read_events(interrupted)["scalars"]["train/lr"])
+    assert sorted(resumed_lr) == sorted(lr) and max(lr) > 128
+    assert [resumed_lr[step] for step in sorted(lr)] == pytest.approx([lr[step] for step in sorted(lr)], rel=1e-6)
+    assert len(set(lr.values())) > 2  # it decays: a schedule restarted on resume would not match
+
     # resume: the env-step counter continues from the checkpoint, up to the new total
-    run_mimicry(tmp_path, "train", f"resume={run_dir}", "task.total_env_steps=384")
+    run_mimicry(tmp_path / "straight", "train", f"resume={run_dir}", "task.total_env_steps=384")
     resumed = summary(run_dir)
     assert resumed["status"] == "completed" and resumed["metrics"]["rollout/env_steps"] == 384
     assert resumed["steps"] > result["steps"]

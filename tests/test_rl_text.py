@@ -8,6 +8,7 @@ import copy
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from conftest import read_events, run_dirs, run_mimicry, summary
@@ -76,44 +77,45 @@ def build(route: str, state: dict[str, torch.Tensor], **changes):
     return task
 
 
+@pytest.fixture(scope="module")
+def improved_reward_conditioned(tiny_lm) -> tuple[dict, dict, TextRewardConditioned]:
+    """The reward-conditioned route trained once for the two tests that read it: (before, after, task).
+    It must first learn what its return tokens mean (as in the benchmark): 12 iterations lift it by
+    ≥ 0.2 on seeds 1-10, 8 by as little as 0.06."""
+    return improve("reward_conditioned", tiny_lm, seed=1, iterations=12)
+
+
 @pytest.mark.parametrize("route", list(ROUTES))
-def test_each_route_raises_the_reward_of_a_tiny_trained_lm(tiny_lm, route):
-    # the reward-conditioned route must first learn what its return tokens mean (as in the benchmark):
-    # 12 iterations lift it by ≥ 0.2 on seeds 1-10, 8 by as little as 0.06
-    before, after = improve(route, tiny_lm, seed=1, iterations=12 if route == "reward_conditioned" else 4)
+def test_each_route_raises_the_reward_of_a_tiny_trained_lm(tiny_lm, route, request):
+    if route == "reward_conditioned":
+        before, after, _ = request.getfixturevalue("improved_reward_conditioned")
+    else:
+        before, after, _ = improve(route, tiny_lm, seed=1, iterations=4)
     assert np.allclose(before["kl"], 0.0, atol=1e-4)  # the unchanged model is the reference
     assert after["rewards"].mean() > before["rewards"].mean() + 0.1, (route, before["rewards"].mean(),
                                                                        after["rewards"].mean())
     assert after["kl"].mean() > 0.01  # it moved away from the start, and the KL says so
 
 
-def improve(route: str, state: dict[str, torch.Tensor], seed: int, iterations: int = 4) -> tuple[dict, dict]:
-    """Evaluations before and after ``iterations`` of the route (act, score, learn)."""
+def improve(route: str, state: dict[str, torch.Tensor], seed: int, iterations: int = 4) -> tuple[dict, dict, object]:
+    """Evaluations before and after ``iterations`` of the route (act, score, learn), and the task."""
     torch.manual_seed(seed)
     task = build(route, state)
     before = task.evaluate()  # fixed prompts and seeds
     learn(task, iterations)
-    return before, task.evaluate()
+    return before, task.evaluate(), task
 
 
 def learn(task, iterations: int) -> None:
-    """``iterations`` of the route: act, score, learn."""
-    optimizer = torch.optim.Adam([p for p in task.parameters() if p.requires_grad], lr=3e-3)
-
-    def step(loss: torch.Tensor) -> None:
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-    task.step_optimizer = step  # ppo steps each minibatch of a rollout itself: with this optimizer here
-    for _ in range(iterations):
-        task.hparams.total_env_steps = task.env_steps + 1  # batches() acts once, then learns from it
-        task.hparams.eval_every_env_steps = task.env_steps + 1
-        for batch in task.batches():
-            loss = task.training_step(batch, 0)
-            if task.automatic_optimization:
-                step(loss)
-    assert task.env_steps == iterations * 32 * 12  # generated tokens are the env steps
+    """``iterations`` of the route (act, score, learn) through a Lightning fit: the task's own
+    optimizer, schedule and gradient clipping (configure_optimizers, step_optimizer)."""
+    generated = iterations * 32 * 12  # generated tokens are the env steps
+    task.hparams.total_env_steps = task.env_steps + generated
+    task.hparams.eval_every_env_steps = task.env_steps + generated  # one epoch, then one evaluation
+    trainer = pl.Trainer(max_epochs=-1, reload_dataloaders_every_n_epochs=1, num_sanity_val_steps=0, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(task)
+    assert task.env_steps == generated and trainer.global_step > 0
 
 
 def test_ppo_per_token_rewards_are_only_the_final_reward_for_the_unchanged_model(tiny_lm):
@@ -186,13 +188,12 @@ def test_text_ppo_runs_end_to_end_samples_resumes_and_stays_safe(trained_lm, tmp
     assert summary(run_dir)["metrics"]["rollout/generated_tokens"] == 192
 
 
-def test_reward_conditioned_return_tokens_mean_their_returns(tiny_lm):
+def test_reward_conditioned_return_tokens_mean_their_returns(improved_reward_conditioned):
     # fine-tuned on continuations labelled with the return they reached, the model asked for the lowest
     # return token writes worse ones than asked for the highest (by ≥ 0.17 on seeds 1-10)
-    torch.manual_seed(1)
-    task = build("reward_conditioned", tiny_lm)
-    learn(task, iterations=12)
-    asked_high = task.evaluate()["rewards"].mean()
+    _, after, trained = improved_reward_conditioned
+    task = copy.deepcopy(trained)  # the fixture's task stays as it was
+    asked_high = after["rewards"].mean()
     task.condition = lambda n: {"bucket": torch.zeros(n, dtype=torch.long)}
     asked_low = task.evaluate()["rewards"].mean()
     assert asked_high > asked_low + 0.1, (asked_high, asked_low)
