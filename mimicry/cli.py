@@ -136,6 +136,7 @@ def train(args: list[str]) -> int:
     from mimicry.sweeps import is_sweep, prepare_sweep, print_sweep_table, run_id
 
     _complete_after_train()
+    _failed_runs.clear()  # one command's jobs: called again in the same process (tests, a notebook), it starts clean
     run_id()  # fixed now, so that every process this command starts names folders alike
     args = prepare_train_args(args)
     sweep_dir = None

@@ -122,3 +122,13 @@ def test_trainer_arguments_people_use_are_accepted(tmp_path):
     (run_dir,) = run_dirs(tmp_path)
     record = summary(run_dir)
     assert record["status"] == "completed" and record["steps"] == 6  # per epoch: 5 batches = 2 full accumulations + the leftover batch
+
+
+def test_a_failed_run_does_not_fail_the_next_command_in_the_same_process(tmp_path, monkeypatch):
+    """The exit code is the command's own: a notebook or test that runs `train` again starts clean."""
+    from mimicry.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", *TINY_LM, "data.batch_size=0", "callbacks.progress=null"]) == 1  # recorded as failed
+    assert main(["train", *TINY_LM, "trainer.max_epochs=1", "callbacks.progress=null"]) == 0
+    assert sorted(summary(r)["status"] for r in run_dirs(tmp_path)) == ["completed", "failed"]
