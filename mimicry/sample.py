@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from mimicry.checkpoints import find_checkpoint, load_task
+from mimicry.config_checks import whole_at_least
 from mimicry.errors import MimicryError
 from mimicry.output_paths import ensure_writable_dir
 
@@ -17,12 +18,11 @@ COUNTS = {"n": 1, "seed": 0, "episodes": 1, "steps": 1, "length": 1, "interpolat
 
 
 def check_counts(settings: dict[str, Any]) -> None:
+    """The same rule as the config's counts (mimicry/config_checks.py); only n and seed must be given."""
     for key, low in COUNTS.items():
-        value = settings.get(key)
-        if value is None and key not in ("n", "seed"):
-            continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise MimicryError(f"{key}={value!r}: must be a whole number ≥ {low}, e.g. {key}={max(low, 8 if key == 'n' else low)}")
+        test, meaning = whole_at_least(low, nullable=key not in ("n", "seed"))
+        if not test(settings.get(key)):
+            raise MimicryError(f"{key}={settings.get(key)!r}: must be {meaning}, e.g. {key}={max(low, 1)}")
 
 
 def parse_options(args: list[str]) -> tuple[str, dict[str, Any]]:
