@@ -87,12 +87,40 @@ def test_tab_completion_after_train(tmp_path):
     assert "trainer.max_epochs=" in result.stdout and "trainer.max_steps=" in result.stdout
 
 
-def test_ddp_relaunch_on_cpu_writes_one_run_directory(tmp_path):
-    """Lightning re-launches `mimicry` for rank 1 with overrides only; both ranks share one run dir."""
-    args = [a for a in TINY_LM if not a.startswith("trainer.max_epochs")]
-    run_mimicry(tmp_path, "train", *args, "trainer.max_epochs=1", "trainer.devices=2", "trainer.strategy=ddp")
-    (run_dir,) = run_dirs(tmp_path)
-    assert summary(run_dir)["status"] == "completed"
+def final_weights(run_dir) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+def test_two_rank_ddp_gives_a_one_process_runs_weights_on_the_same_global_batch(tmp_path, monkeypatch):
+    """Lightning re-launches `mimicry` for rank 1 with overrides only; both ranks share one run dir, and
+    2 ranks x 4 windows train to the weights of 1 process x 8 windows: each rank reads every other
+    offset of the one-process draw (data.text.WindowOrder) and DDP averages the gradients before
+    clipping and AdamW. No dropout, so nothing else draws random numbers."""
+    from mimicry.cli import main
+
+    args = [a for a in TINY_LM if not a.startswith(("trainer.max_epochs", "data.batch_size"))]
+    args += ["trainer.max_steps=4"]
+    ddp_cwd, one_cwd = tmp_path / "ddp", tmp_path / "one"
+    ddp_cwd.mkdir(), one_cwd.mkdir()
+    run_mimicry(ddp_cwd, "train", *args, "data.batch_size=4", "trainer.devices=2", "trainer.strategy=ddp")
+    (ddp_run,) = run_dirs(ddp_cwd)
+    assert summary(ddp_run)["status"] == "completed" and summary(ddp_run)["steps"] == 4
+
+    monkeypatch.chdir(one_cwd)
+    assert main(["train", "callbacks.progress=null", *args, "data.batch_size=8"]) == 0
+    (one_run,) = run_dirs(one_cwd)
+    ddp, one = final_weights(ddp_run), final_weights(one_run)
+    assert ddp.keys() == one.keys()
+    moved = [name for name in one if not torch.allclose(one[name], ddp[name], atol=1e-5)]
+    assert not moved, f"2-rank DDP and one process differ in {moved[:5]}"
+    # the negative control: the tolerance tells batches apart (one rank's share alone gives other weights)
+    half_cwd = tmp_path / "half"
+    half_cwd.mkdir()
+    monkeypatch.chdir(half_cwd)
+    assert main(["train", "callbacks.progress=null", *args, "data.batch_size=4"]) == 0
+    (half_run,) = run_dirs(half_cwd)
+    half = final_weights(half_run)
+    assert any(not torch.allclose(half[name], one[name], atol=1e-5) for name in one)
 
 
 def hparams_tab(run_dir) -> tuple[dict, list[str]]:

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import logging
 
+import pytest
 import torch
 
-from mimicry.data.text import RandomOffsets, TextDataModule
+from mimicry.data.text import TextDataModule, WindowOrder
 from mimicry.data.tokenizers import ByteTokenizer, CharTokenizer, tokenizer_from_state
 
 
@@ -39,8 +40,24 @@ def test_windows_are_the_input_plus_the_next_token_and_the_split_is_fixed():
 
 
 def test_random_offsets_depend_on_seed_and_epoch_only():
-    a, b = RandomOffsets(1000, 8, seed=1), RandomOffsets(1000, 8, seed=1)
+    a, b = WindowOrder(1000, 8, seed=1), WindowOrder(1000, 8, seed=1)
     a.set_epoch(3), b.set_epoch(3)
-    assert list(a) == list(b)
+    assert list(a) == list(b) and len(list(a)) == len(a) == 8
     b.set_epoch(4)
     assert list(a) != list(b)
+
+
+@pytest.mark.parametrize("samples, stride", [(8, 1), (None, 7)])
+def test_two_ranks_share_one_process_windows_batch_by_batch(samples, stride):
+    """Batch k of rank 0 and rank 1 together is batch k of one process with twice the batch."""
+    one = list(WindowOrder(100, None if samples is None else 2 * samples, seed=5, stride=stride))
+    ranks = [list(WindowOrder(100, samples, seed=5, stride=stride, rank=r, world_size=2)) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == len(WindowOrder(100, samples, 5, stride, 1, 2))  # DDP ranks step together
+    batch = 2  # per rank
+    for k in range(len(ranks[0]) // batch):
+        together = ranks[0][k * batch:(k + 1) * batch] + ranks[1][k * batch:(k + 1) * batch]
+        assert sorted(together) == sorted(one[2 * batch * k: 2 * batch * (k + 1)])
+    if samples is None:  # in order: no window twice, none left out but the odd one at the end
+        assert sorted(ranks[0] + ranks[1]) == list(range(0, 100, stride))[:14]
+
+

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from mimicry.data.tokenizers import build_tokenizer, tokenizer_from_state
 from mimicry.errors import MimicryError
@@ -47,22 +47,35 @@ class Windows(Dataset):
         return self.tokens[offset : offset + self.block_size + 1]
 
 
-class RandomOffsets(Sampler[int]):
-    """``num_samples`` random window offsets per epoch, drawn from (seed, epoch) alone, so that a
-    run resumed at an epoch boundary sees exactly the windows an uninterrupted run would."""
+class WindowOrder(DistributedSampler):
+    """The window offsets of one training epoch, and this process's share of them.
 
-    def __init__(self, num_offsets: int, num_samples: int, seed: int):
-        self.num_offsets, self.num_samples, self.seed, self.epoch = num_offsets, num_samples, seed, 0
+    ``random``: ``world_size × samples`` offsets drawn from (seed, epoch) alone, so that a run resumed
+    at an epoch boundary sees exactly the windows an uninterrupted run would; ``in_order``: every
+    ``stride``-th offset, each training token a target once. Process ``rank`` takes every
+    ``world_size``-th offset, so batch k of all ranks together is batch k of one process with a
+    ``world_size`` times larger batch: the same global batch trains the same weights on any number of
+    devices. (A DistributedSampler is one Lightning uses as it is, instead of shuffling it again.)
+    """
 
-    def set_epoch(self, epoch: int) -> None:  # Lightning calls this at the start of every epoch
-        self.epoch = epoch
+    def __init__(self, num_offsets: int, samples: int | None, seed: int, stride: int = 1,
+                 rank: int = 0, world_size: int = 1):
+        super().__init__(range(num_offsets), num_replicas=world_size, rank=rank, shuffle=False, seed=seed)
+        self.num_offsets, self.samples, self.stride = num_offsets, samples, stride
 
     def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        yield from torch.randint(self.num_offsets, (self.num_samples,), generator=generator).tolist()
+        if self.samples is None:  # in order; every rank gets as many offsets (DDP ranks step together)
+            offsets = list(range(0, self.num_offsets, self.stride))
+            offsets = offsets[: len(offsets) - len(offsets) % self.num_replicas]
+        else:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            offsets = torch.randint(self.num_offsets, (self.samples * self.num_replicas,), generator=generator).tolist()
+        yield from offsets[self.rank :: self.num_replicas]
 
     def __len__(self) -> int:
-        return self.num_samples
+        if self.samples is None:
+            return len(range(0, self.num_offsets, self.stride)) // self.num_replicas
+        return self.samples
 
 
 class TextDataModule(pl.LightningDataModule):
@@ -135,12 +148,15 @@ class TextDataModule(pl.LightningDataModule):
                 "tokenizer": self.tokenizer.state()}
 
     def train_dataloader(self) -> DataLoader:
+        """``data.batch_size`` windows per process and step; under DDP each rank takes its share of
+        one epoch's windows (WindowOrder), so the global batch is ``devices × data.batch_size``."""
         windows = Windows(self.train_tokens, self.block_size)
+        rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
         if self.reads_in_order():  # windows every block_size tokens: each training token is a target once
-            in_order = torch.utils.data.Subset(windows, range(0, len(windows), self.block_size))
-            return DataLoader(in_order, batch_size=self.batch_size, num_workers=self.num_workers)
-        sampler = RandomOffsets(len(windows), self.steps_per_epoch * self.batch_size, self.seed)
-        return DataLoader(windows, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+            order = WindowOrder(len(windows), None, self.seed, self.block_size, rank, world_size)
+            return DataLoader(windows, batch_size=self.batch_size, sampler=order, num_workers=self.num_workers)
+        order = WindowOrder(len(windows), self.steps_per_epoch * self.batch_size, self.seed, 1, rank, world_size)
+        return DataLoader(windows, batch_size=self.batch_size, sampler=order, num_workers=self.num_workers,
                           drop_last=True)
 
     def reads_in_order(self) -> bool:
