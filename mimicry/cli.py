@@ -51,7 +51,7 @@ def _register_resolvers() -> None:
 
 
 _register_resolvers()
-_failed_runs: list[str] = []
+_job_summaries: list[dict] = []  # what each job of this command run in this process ended with
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mimicry.conf", config_name="train")
@@ -60,8 +60,8 @@ def _hydra_train(cfg: DictConfig) -> float | None:
     from mimicry.train import run  # imported here so that `mimicry --help` stays fast
 
     summary = run(cfg)
+    _job_summaries.append(summary)
     if summary["status"] != "completed":
-        _failed_runs.append(str(cfg.get("task", {}).get("_target_", "")))
         return None  # a hyperparameter search counts this trial as failed
     return monitored_value(summary, cfg.get("monitor"))  # what a hyperparameter search optimizes
 
@@ -132,11 +132,13 @@ def check_output_folder(args: list[str]) -> None:
     ensure_writable_dir(Path(folder or "."), key)
 
 
-def train(args: list[str]) -> int:
-    from mimicry.sweeps import is_sweep, prepare_sweep, print_sweep_table, run_id
+def run_train(args: list[str]) -> tuple[list[dict], Path | None]:
+    """`mimicry train ARGS`: the summaries of the jobs run in this process, and the sweep folder (None
+    for a single run). Jobs that a launcher ran in other processes are in the sweep folder."""
+    from mimicry.sweeps import is_sweep, prepare_sweep, run_id
 
     _complete_after_train()
-    _failed_runs.clear()  # one command's jobs: called again in the same process (tests, a notebook), it starts clean
+    _job_summaries.clear()  # one command's jobs: called again in the same process (tests, a notebook), it starts clean
     run_id()  # fixed now, so that every process this command starts names folders alike
     args = prepare_train_args(args)
     sweep_dir = None
@@ -145,9 +147,16 @@ def train(args: list[str]) -> int:
     check_output_folder(args)
     sys.argv = [sys.argv[0], *args]
     _hydra_train()
+    return list(_job_summaries), sweep_dir
+
+
+def train(args: list[str]) -> int:
+    summaries, sweep_dir = run_train(args)
     if sweep_dir is not None:
+        from mimicry.sweeps import print_sweep_table
+
         print_sweep_table(sweep_dir)
-    return 1 if _failed_runs else 0
+    return 1 if any(summary["status"] != "completed" for summary in summaries) else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -276,20 +276,26 @@ def _raw(value: float | None) -> str:
     return "" if value is None else repr(value)
 
 
-def compare_command(argv: list[str]) -> int:
-    args = parse_args(argv)
-    runs = [read_run(path) for path in find_runs(args.paths)]
-    metrics = args.metric or default_metrics(runs)
-    x_tag = None if args.x in ("step", "wall") else args.x
+def compare_runs(paths: list[str], metrics: list[str] | None = None, group_by: str | None = None,
+                 x_tag: str | None = None) -> tuple[list[Run], list[str], list[str], list[Row]]:
+    """Every run below ``paths``, the keys that differ between them, the metrics compared (the
+    runs' monitored ones by default) and the rows (one per run, or per group)."""
+    runs = [read_run(path) for path in find_runs(paths)]
+    metrics = metrics or default_metrics(runs)
     for run in runs:
         read_scalars(run, tags={*metrics, *([x_tag] if x_tag else [])})
     check_metrics(runs, metrics + ([x_tag] if x_tag else []))
-
     keys = differing_keys(runs)
-    if args.group_by and all(run.value(args.group_by) == MISSING for run in runs):
-        raise MimicryError(f"--group-by {args.group_by}: no run has that key; "
+    if group_by and all(run.value(group_by) == MISSING for run in runs):
+        raise MimicryError(f"--group-by {group_by}: no run has that key; "
                            f"keys that differ between these runs: {', '.join(keys) or 'none'}")
-    rows = make_rows(runs, keys, metrics, args.group_by)
+    return runs, keys, metrics, make_rows(runs, keys, metrics, group_by)
+
+
+def compare_command(argv: list[str]) -> int:
+    args = parse_args(argv)
+    x_tag = None if args.x in ("step", "wall") else args.x
+    runs, keys, metrics, rows = compare_runs(args.paths, args.metric, args.group_by, x_tag)
 
     if args.format == "csv":
         text = render_csv(rows, keys, metrics, args.group_by)

@@ -39,8 +39,8 @@ def parse_options(args: list[str]) -> tuple[str, dict[str, Any]]:
     return args[0], options
 
 
-def sample_command(args: list[str]) -> int:
-    target, options = parse_options(args)
+def draw_samples(target: str | Path, options: dict[str, Any]) -> list[Path]:
+    """Samples of a run directory or checkpoint, written under its samples/ (or ``out``); the files."""
     ckpt = find_checkpoint(target)
     task = load_task(ckpt)
     known = set(COMMON_OPTIONS) | set(getattr(task, "sample_options", ()))
@@ -57,7 +57,11 @@ def sample_command(args: list[str]) -> int:
         ensure_writable_dir(Path(str(settings["record"])).expanduser().parent, "record",
                             fix="choose a writable place with record=DIR/episodes.npz")
     n, seed = settings.pop("n"), settings.pop("seed")
-    for path in task.generate_samples(out_dir, n=n, seed=seed, **settings):
+    return list(task.generate_samples(out_dir, n=n, seed=seed, **settings))
+
+
+def sample_command(args: list[str]) -> int:
+    for path in draw_samples(*parse_options(args)):
         if path.suffix == ".txt":
             print(path.read_text(encoding="utf-8"))
         print(f"wrote {path}")
