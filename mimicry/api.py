@@ -53,7 +53,7 @@ def sample(run: str | Path, **options: Any) -> list[Path]:
     """`mimicry sample RUN k=v ...`: draws from a run directory or checkpoint (n=8, seed=0, out=None
     and the task's own options, e.g. prompt=, temperature= for lm; sampler=, steps= for diffusion);
     the files written."""
-    from mimicry.sample import draw_samples
+    from mimicry.sampling import draw_samples
 
     return draw_samples(run, options)
 
@@ -62,7 +62,7 @@ def compare(*paths: str | Path, metric: str | list[str] | None = None, group_by:
     """`mimicry compare PATH...`: one dict per run: the hyperparameters that differ, status, steps,
     wall seconds, and each metric's final and best value (None where the run logged none). With
     ``group_by``, one dict per group, its values lists over the group's runs."""
-    from mimicry.compare import compare_runs
+    from mimicry.comparison import compare_runs
 
     metrics = [metric] if isinstance(metric, str) else metric
     _, _, metrics, rows = compare_runs([str(p) for p in paths], metrics, group_by)

@@ -57,7 +57,7 @@ _job_summaries: list[dict] = []  # what each job of this command run in this pro
 @hydra.main(version_base="1.3", config_path="pkg://mimicry.conf", config_name="train")
 def _hydra_train(cfg: DictConfig) -> float | None:
     from mimicry.sweeps import monitored_value
-    from mimicry.train import run  # imported here so that `mimicry --help` stays fast
+    from mimicry.training import run  # imported here so that `mimicry --help` stays fast
 
     summary = run(cfg)
     _job_summaries.append(summary)
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         if command == "train":
             return train(rest)
         if command == "sample":
-            from mimicry.sample import sample_command
+            from mimicry.sampling import sample_command
             return sample_command(rest)
         if command == "eval":
             from mimicry.evaluate import eval_command
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             from mimicry.catalog import print_catalog
             return print_catalog()
         if command == "compare":
-            from mimicry.compare import compare_command
+            from mimicry.comparison import compare_command
             return compare_command(rest)
         if command == "probe":
             from mimicry.probes import probe_command

@@ -13,7 +13,7 @@ from mimicry.errors import MimicryError
 from mimicry.run_reading import MISSING, Run
 
 if TYPE_CHECKING:
-    from mimicry.compare import Row
+    from mimicry.comparison import Row
 
 GRID_POINTS = 300  # a group's curves are interpolated onto this many x values at most
 LEGEND_MAX = 24    # more lines than this: the legend would hide the plot

@@ -3,7 +3,7 @@
 - Each job writes ``<sweep dir>/<job number>_<the overrides that vary>/``; overrides that are the
   same for every job are left out of the name (every job keeps them in .hydra/overrides.yaml).
 - One job that fails or diverges is recorded as such in its summary.json and the others go on
-  (mimicry/train.py); at the end a table of every job (status, monitored metric, wall time) is
+  (mimicry/training.py); at the end a table of every job (status, monitored metric, wall time) is
   printed and saved as ``sweep_summary.md`` and ``sweep_summary.json`` in the sweep directory.
 - ``mimicry train resume_sweep=SWEEP_DIR`` launches the sweep's own overrides again into the same
   folder: completed jobs are skipped, the others continue from their last checkpoint.

@@ -95,7 +95,7 @@ def test_ddp_on_two_cpu_processes_inside_a_sweep(tmp_path):
 def test_a_slurm_job_shape_becomes_the_trainers_nodes_and_devices():
     from omegaconf import OmegaConf
 
-    from mimicry.train import launcher_shape
+    from mimicry.training import launcher_shape
 
     hydra_cfg = OmegaConf.create({
         "launcher": {"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
