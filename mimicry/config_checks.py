@@ -104,7 +104,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str, str]] = {
     "exploration_fraction": (*number_in(0, 1), "0.1"), "exploration_initial_eps": (*number_in(0, 1), "1.0"),
     "exploration_final_eps": (*number_in(0, 1), "0.05"),
     "ent_coef": (*NON_NEGATIVE, "0.01"), "vf_coef": (*NON_NEGATIVE, "0.5"), "kl_coef": (*NON_NEGATIVE, "0.1"),
-    "num_envs": (*POSITIVE, "8"), "n_steps": (*POSITIVE, "128"), "update_epochs": (*POSITIVE, "4"),
+    "num_envs": (*POSITIVE, "8"), "n_steps": (*POSITIVE, "128"),
+    # passes over the data per iteration: whole for ppo and filtered_bc (their whole_number_settings), a
+    # share of a pass allowed for reward_conditioned on text
+    "update_epochs": (*RATE, "4"),
     "buffer_size": (*POSITIVE, "100000"), "learning_starts": (*COUNT, "1000"), "train_freq": (*POSITIVE, "4"),
     "gradient_steps": (*POSITIVE, "1"), "target_update_interval": (*POSITIVE, "500"),
     "episodes_per_iteration": (*POSITIVE, "16"), "updates": (*POSITIVE, "2000"), "updates_per_eval": (*POSITIVE, "200"),

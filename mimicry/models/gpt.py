@@ -139,6 +139,7 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
                 top_p: float | None = None, generator: torch.Generator | None = None,
                 allowed: slice | None = None) -> torch.Tensor:
     """One token id per row from logits (B, vocab): temperature, then top-k, then nucleus (top-p)."""
+    logits = logits.float()  # bf16 logits (autocast) would round the probabilities to 8 bits of mantissa
     if allowed is not None:
         masked = torch.full_like(logits, float("-inf"))
         masked[:, allowed] = logits[:, allowed]

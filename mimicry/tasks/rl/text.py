@@ -220,8 +220,9 @@ class TextReinforcementTask(ReinforcementTask):
         return self.gpt.trunk(self.input_embeddings(batch))[:, batch["context"] - 1:]
 
     def action_logits(self, batch: dict[str, Any]) -> torch.Tensor:
-        """The policy's logits over the vocabulary at each action (B, T, V)."""
-        return self.gpt.lm_head(self.hidden_at_actions(batch))
+        """The policy's logits over the vocabulary at each action (B, T, V), in float32: under bf16
+        autocast they come out in bf16, too coarse for PPO's ratios and the KL (8 bits of mantissa)."""
+        return self.gpt.lm_head(self.hidden_at_actions(batch)).float()
 
     def sampling_logits(self, batch: dict[str, Any]) -> torch.Tensor:
         """The logits the policy samples its actions from (the reward-conditioned route: guided)."""
@@ -229,8 +230,8 @@ class TextReinforcementTask(ReinforcementTask):
 
     @torch.no_grad()
     def reference_logits(self, batch: dict[str, Any]) -> torch.Tensor:
-        """The starting model's logits at each action."""
-        return self.reference(batch["tokens"][:, :-1])[:, batch["context"] - 1:]
+        """The starting model's logits at each action (float32, as the policy's)."""
+        return self.reference(batch["tokens"][:, :-1])[:, batch["context"] - 1:].float()
 
     @torch.no_grad()
     def kl_to_reference(self, group: dict[str, Any]) -> torch.Tensor:

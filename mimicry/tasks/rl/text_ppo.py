@@ -35,9 +35,10 @@ class TextPPO(TextReinforcementTask):
         nn.init.zeros_(self.value_head.bias)
 
     def policy_and_value(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits over the vocabulary (B, T, V) and the critic's value (B, T) at each action."""
+        """Logits over the vocabulary (B, T, V) and the critic's value (B, T) at each action, in float32
+        (as action_logits: ratios and advantages need more than bf16's precision)."""
         hidden = self.hidden_at_actions(batch)
-        return self.gpt.lm_head(hidden), self.value_head(hidden).squeeze(-1)
+        return self.gpt.lm_head(hidden).float(), self.value_head(hidden).squeeze(-1).float()
 
     # ---- the rollout: continuations, per-token rewards, GAE ------------------------------------
     @torch.no_grad()
