@@ -10,7 +10,6 @@ Bad input raises MimicryError with the message the command would print.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -39,14 +38,11 @@ def train(*overrides: str) -> dict[str, Any] | list[dict[str, Any]]:
         sys.argv = argv
     if sweep_dir is None:
         return summaries[-1] if summaries else []
-    jobs = sorted((json.loads(p.read_text()) for p in Path(sweep_dir).rglob("summary.json")),
-                  key=lambda job: _job_number(job.get("run_dir", "")))
-    return jobs  # read from the folder: a launcher may have run the jobs in other processes
+    # read from the folder, in job order: a launcher may have run the jobs in other processes
+    from mimicry.run_reading import read_summary_file
+    from mimicry.sweeps import job_folders
 
-
-def _job_number(run_dir: str) -> int:
-    head = Path(run_dir).name.split("_", 1)[0]
-    return int(head) if head.isdigit() else 0
+    return [read_summary_file(folder / "summary.json")[0] for folder in job_folders(Path(sweep_dir))]
 
 
 def sample(run: str | Path, **options: Any) -> list[Path]:

@@ -151,7 +151,7 @@ def monitored_value(summary: dict, monitor: str | None) -> float | None:
 def summarize_sweep(sweep_dir: Path) -> list[dict]:
     """One row per job folder under ``sweep_dir``; written as sweep_summary.{md,json} there."""
     rows = []
-    for summary_file in sorted(sweep_dir.glob("*/summary.json"), key=lambda p: _job_number(p.parent.name)):
+    for summary_file in (folder / "summary.json" for folder in job_folders(sweep_dir)):
         summary, _ = read_summary_file(summary_file)
         config_file = summary_file.parent / ".hydra" / "config.yaml"
         config = read_yaml(config_file) if config_file.is_file() else None
@@ -163,6 +163,11 @@ def summarize_sweep(sweep_dir: Path) -> list[dict]:
         (sweep_dir / "sweep_summary.json").write_text(json.dumps(rows, indent=2))
         (sweep_dir / "sweep_summary.md").write_text(markdown_table(rows))
     return rows
+
+
+def job_folders(sweep_dir: Path) -> list[Path]:
+    """The sweep's job folders (those with a summary.json), in job order."""
+    return sorted((p.parent for p in sweep_dir.glob("*/summary.json")), key=lambda folder: _job_number(folder.name))
 
 
 def _job_number(name: str) -> int:
@@ -179,13 +184,14 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def print_sweep_table(sweep_dir: Path) -> None:
+def print_sweep_table(sweep_dir: Path) -> list[dict]:
+    """The table of every job in the sweep folder (jobs a launcher ran in other processes too); its rows."""
     from rich.console import Console
     from rich.table import Table
 
     rows = summarize_sweep(sweep_dir)
     if not rows:
-        return
+        return rows
     done = sum(r["status"] == "completed" for r in rows)
     table = Table(title=f"sweep {sweep_dir}: {done} of {len(rows)} jobs completed",
                   caption=f"saved as {sweep_dir / 'sweep_summary.md'}; compare: mimicry compare {sweep_dir}")
@@ -195,3 +201,4 @@ def print_sweep_table(sweep_dir: Path) -> None:
         table.add_row(r["job"], r["status"], r["monitor"] or "—", "" if r["value"] is None else f"{r['value']:.4g}",
                       str(r["steps"] or ""), "" if r["wall_time_s"] is None else f"{r['wall_time_s']:.0f}")
     Console(width=None if os.isatty(1) else 200).print(table)
+    return rows

@@ -61,6 +61,22 @@ def test_a_failing_job_is_recorded_the_others_go_on_and_resume_sweep_reruns_only
     assert "already completed, skipped" in again.stdout + again.stderr or "3 of 3 jobs completed" in again.stdout
 
 
+def test_submitit_runs_the_cluster_path_locally_a_failing_job_recorded_the_others_completed(tmp_path):
+    """hydra/launcher=submitit_local: the pickling, job folders and result collection of
+    hydra/launcher=slurm, each job in its own process on this machine."""
+    probe = ["+callbacks.boom._target_=run_probes.FailOnce", f"+callbacks.boom.marker={tmp_path / 'failed_once'}"]
+    result = run_mimicry(tmp_path, "train", "-m", "hydra/launcher=submitit_local", *ONE_EPOCH, *probe,
+                         "+callbacks.boom.fail=false,true,false", env=PROBES, check=False)
+    assert result.returncode == 1  # a job failed in another process, and the command still says so
+    runs = run_dirs(tmp_path)
+    assert [summary(r)["status"] for r in runs] == ["completed", "failed", "completed"]
+    assert "RuntimeError: a bug in this job" in summary(runs[1])["error"]
+    assert "2 of 3 jobs completed" in result.stdout
+    folder = sweep_dir_of(tmp_path)
+    assert len([p for p in (folder / ".submitit").iterdir() if p.name.isdigit()]) == 3  # submitit's job folders
+    assert (folder / "multirun.yaml").is_file()
+
+
 def test_resume_sweep_needs_a_sweep_folder(tmp_path):
     result = run_mimicry(tmp_path, "train", f"resume_sweep={tmp_path}", check=False)
     assert result.returncode != 0 and "not a sweep directory (no multirun.yaml there)" in result.stderr
