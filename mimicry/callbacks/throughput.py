@@ -4,6 +4,7 @@ The clock runs from the start of each training batch to its end (forward, backwa
 steps), so validation, drawing samples and writing checkpoints never count as training time.
 Listed before the sample logger in conf/callbacks, whose drawing then happens after the clock stops.
 The task says what an item is (``throughput_unit``: samples or tokens; ``count_items(batch)``).
+On a GPU also ``train/peak_memory_gb``.
 """
 from __future__ import annotations
 
@@ -32,4 +33,7 @@ class TrainingThroughput(pl.Callback):
         if trainer._logger_connector.should_update_logs and self._seconds > 0:
             unit = getattr(task, "throughput_unit", "samples")
             task.log(f"train/{unit}_per_sec", self._items / self._seconds, on_step=True, on_epoch=False)
+            if task.device.type == "cuda":  # the most GPU memory the run has held so far
+                task.log("train/peak_memory_gb", torch.cuda.max_memory_allocated(task.device) / 2**30,
+                         on_step=True, on_epoch=False)
             self._seconds, self._items = 0.0, 0
