@@ -153,10 +153,10 @@ def run_train(args: list[str]) -> tuple[list[dict], Path | None]:
 def train(args: list[str]) -> int:
     """Exit status 1 when any job did not complete (in a sweep: any job in its folder, wherever it ran)."""
     summaries, sweep_dir = run_train(args)
-    if sweep_dir is not None:
+    if sweep_dir is not None:  # the sweep table reads every job's folder, so it covers the jobs run here too
         from mimicry.sweeps import print_sweep_table
 
-        summaries += print_sweep_table(sweep_dir)
+        summaries = print_sweep_table(sweep_dir)
     return 1 if any(summary["status"] != "completed" for summary in summaries) else 0
 
 

@@ -53,17 +53,17 @@ def lm_flops_per_token(run_dir: Path, model: dict) -> float:
     return 6 * weights + 12 * model["n_layer"] * model["n_embd"] * model["block_size"]
 
 
-def run_task(task: str, seconds: float, trainer: str, data_root: str, workdir: Path, extra: list[str]) -> dict:
+def run_task(task: str, seconds: float, trainer: str, data_root: str, workdir: Path, extra: list[str],
+             peak_tflops: float) -> dict:
     overrides, unit = PRESETS[task]
     run_dir = workdir / task
     limit = [] if extra and any(a.startswith("trainer.max_") for a in extra) else \
         [f"trainer.max_time=00:00:{int(seconds) // 60:02d}:{int(seconds) % 60:02d}"]
     if task == "rl":  # PPO counts env steps; a budget far beyond the wall time, which stops it
         limit += ["task.total_env_steps=100000000"]
-    args = [sys.executable, "-m", "mimicry.cli", "train", *overrides, f"trainer={trainer}", f"data.root={data_root}",
+    data = [] if task == "rl" else [f"data.root={data_root}"]  # CartPole reads no data folder
+    args = [sys.executable, "-m", "mimicry.cli", "train", *overrides, f"trainer={trainer}", *data,
             *limit, *extra, f"hydra.run.dir={run_dir}", "callbacks.progress=null"]
-    if task == "rl":
-        args = [a for a in args if not a.startswith("data.root=")]
     started = time.perf_counter()
     result = subprocess.run(args, cwd=workdir, capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -82,12 +82,11 @@ def run_task(task: str, seconds: float, trainer: str, data_root: str, workdir: P
            "metric": monitor, "value": summary.get("metrics", {}).get(monitor)}
     if task == "lm" and speeds:
         flops = lm_flops_per_token(run_dir, config["model"])
-        row["mfu"] = round(flops * row["tokens_per_sec"] / (ARGS.peak_tflops * 1e12), 4)
+        row["mfu"] = round(flops * row["tokens_per_sec"] / (peak_tflops * 1e12), 4)
     return row
 
 
 def main() -> None:
-    global ARGS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=list(PRESETS), choices=list(PRESETS))
     parser.add_argument("--seconds", type=float, default=120, help="wall time of each task's training")
@@ -97,29 +96,28 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak (H100/H200 SXM: 989)")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--out", default=str(REPO / "scripts/results/bench_gpu.json"))
-    ARGS = parser.parse_args()
-    workdir = Path(ARGS.workdir or f"/tmp/bench_gpu_{int(time.time())}")
+    args = parser.parse_args()
+    workdir = Path(args.workdir or f"/tmp/bench_gpu_{int(time.time())}")
     workdir.mkdir(parents=True, exist_ok=True)
     device = "cpu"
     import torch
 
     if torch.cuda.is_available():
         device = torch.cuda.get_device_name(0)
-    elif ARGS.trainer != "cpu":
+    elif args.trainer != "cpu":
         raise SystemExit("no CUDA GPU here: run on a GPU machine, or try the script with --trainer cpu")
     rows = []
-    for task in ARGS.tasks:
-        extra = ["trainer.max_steps=5000", "trainer.max_time=null"] if task == "lm" and ARGS.lm_full else []
-        row = run_task(task, ARGS.seconds, ARGS.trainer, ARGS.data_root, workdir, extra)
+    for task in args.tasks:
+        extra = ["trainer.max_steps=5000", "trainer.max_time=null"] if task == "lm" and args.lm_full else []
+        row = run_task(task, args.seconds, args.trainer, args.data_root, workdir, extra, args.peak_tflops)
         rows.append(row)
         print(json.dumps(row), flush=True)
-        results = {"device": device, "trainer": ARGS.trainer, "seconds_per_task": ARGS.seconds,
+        results = {"device": device, "trainer": args.trainer, "seconds_per_task": args.seconds,
                    "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "torch": torch.__version__, "rows": rows}
-        Path(ARGS.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(ARGS.out).write_text(json.dumps(results, indent=2))  # a killed benchmark keeps the rows it finished
-    print(f"wrote {ARGS.out}")
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=2))  # a killed benchmark keeps the rows it finished
+    print(f"wrote {args.out}")
 
 
-ARGS: argparse.Namespace
 if __name__ == "__main__":
     main()
