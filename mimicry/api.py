@@ -23,9 +23,11 @@ def train(*overrides: str) -> dict[str, Any] | list[dict[str, Any]]:
     best, steps, run_dir, ...). A sweep (`"-m"`, `hparams_search=`) returns one summary per job, in
     job order. A run that fails or diverges returns its summary with that status and its error."""
     from mimicry import cli
+    from mimicry.provenance import COMMAND_ENV
     from mimicry.sweeps import RUN_ID_ENV
 
     os.environ.pop(RUN_ID_ENV, None)  # each call names its folders afresh (two calls in one second differ)
+    os.environ[COMMAND_ENV] = f"mimicry.train({', '.join(map(repr, overrides))})"  # what its runs record
     argv = sys.argv
     try:
         summaries, sweep_dir = cli.run_train(list(overrides))
@@ -58,7 +60,7 @@ def compare(*paths: str | Path, metric: str | list[str] | None = None, group_by:
     """`mimicry compare PATH...`: one dict per run: the hyperparameters that differ, status, steps,
     wall seconds, and each metric's final and best value (None where the run logged none). With
     ``group_by``, one dict per group, its values lists over the group's runs."""
-    from mimicry.comparison import compare_runs
+    from mimicry.run_rows import compare_runs
 
     metrics = [metric] if isinstance(metric, str) else metric
     _, _, metrics, rows = compare_runs([str(p) for p in paths], metrics, group_by)

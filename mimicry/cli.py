@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mimicry.errors import MimicryError
 from mimicry.output_paths import ensure_writable_dir
+from mimicry.provenance import COMMAND_ENV
 from mimicry.run_reading import override_key, read_summary_file, read_yaml
 from mimicry.saved_overrides import vet_overrides
 
@@ -31,9 +33,12 @@ commands:
   compare PATH... [--metric M] [--group-by KEY] [--format table|md|csv] [--plot FILE] [--x step|wall|TAG]
                                runs side by side: differing hyperparameters, final/best metrics, curves
   probe NAME RUN_DIR [k=v...]  look inside a trained run: sharpness, layers, embeddings (`mimicry probe --help`)
+  runs [PATH] [--task T] [--status S] [--since 2d] [--sort COL] [--format table|md|csv|json]
+                               every run below PATH (default outputs/), newest first; outputs/latest is the newest
+  diff RUN_A RUN_B             what differs between two runs: config, code (commits, patches), versions, metrics
 """
 
-COMMANDS = ("train", "sample", "eval", "list", "compare", "probe")
+COMMANDS = ("train", "sample", "eval", "list", "compare", "probe", "runs", "diff")
 
 
 def _register_resolvers() -> None:
@@ -170,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         command, rest = "train", args  # Lightning's DDP re-launch calls us with overrides only
     try:
         if command == "train":
+            if "LOCAL_RANK" not in os.environ:  # the command as typed, for provenance.json; a DDP rank keeps rank 0's
+                os.environ[COMMAND_ENV] = shlex.join(["mimicry", *args])
             return train(rest)
         if command == "sample":
             from mimicry.sampling import sample_command
@@ -186,6 +193,12 @@ def main(argv: list[str] | None = None) -> int:
         if command == "probe":
             from mimicry.probes import probe_command
             return probe_command(rest)
+        if command == "runs":
+            from mimicry.run_list import runs_command
+            return runs_command(rest)
+        if command == "diff":
+            from mimicry.run_diff import diff_command
+            return diff_command(rest)
     except MimicryError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -13,7 +13,7 @@ from mimicry.errors import MimicryError
 from mimicry.run_reading import MISSING, Run
 
 if TYPE_CHECKING:
-    from mimicry.comparison import Row
+    from mimicry.run_rows import Row
 
 GRID_POINTS = 300  # a group's curves are interpolated onto this many x values at most
 LEGEND_MAX = 24    # more lines than this: the legend would hide the plot

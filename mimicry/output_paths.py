@@ -29,3 +29,30 @@ def ensure_writable_dir(path: str | Path, setting: str, fix: str | None = None) 
     except OSError as error:  # read-only file system, /proc, no space, ...
         raise MimicryError(f"cannot create {path}: {error.strerror or error}; {fix}") from None
     return path
+
+
+def output_root(pattern: str, run_dir: Path) -> Path:
+    """The folder that holds a command's runs: the fixed part of Hydra's run (or sweep) directory
+    pattern, e.g. ``outputs`` for ``outputs/${task}/${now:...}``; the run's parent for a fixed one."""
+    fixed = pattern.split("${", 1)[0]
+    if fixed == pattern or not fixed.strip():  # no interpolation (`hydra.run.dir=runs/a`), or it starts with one
+        return Path(run_dir).parent
+    root = Path(fixed) if fixed.endswith(("/", os.sep)) else Path(fixed).parent
+    return root if str(root) not in ("", ".") else Path(run_dir).parent
+
+
+def point_latest(root: Path, run_dir: Path) -> Path | None:
+    """``root/latest`` → run_dir, a relative symlink (the folder can move or be shared), replaced
+    atomically; None where there is nothing to point with (no symlinks, or ``latest`` is a real folder)."""
+    link = Path(root) / "latest"
+    if link.exists() and not link.is_symlink():
+        return None  # the user's own file or folder: never replaced
+    tmp = Path(root) / f".latest-{os.getpid()}"
+    try:
+        if tmp.is_symlink():
+            tmp.unlink()
+        tmp.symlink_to(os.path.relpath(Path(run_dir).resolve(), Path(root).resolve()), target_is_directory=True)
+        os.replace(tmp, link)
+    except OSError:  # a file system without symlinks: the link is a convenience, the run goes on
+        return None
+    return link

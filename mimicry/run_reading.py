@@ -66,14 +66,14 @@ class Run:
         else the composed config's value, so a run that left a key at its default shows the default."""
         found = _select(self.config, key)
         if found is not _NOT_FOUND and not isinstance(found, dict):
-            return _format_value(found)
+            return format_value(found)
         # A config group (`model`, `hydra/launcher`, `experiment`): its node is a dict or absent.
         if key == "task" and "task" in self.summary:
             return str(self.summary["task"])
         choices = self.choices() if "." not in key or "/" in key else {}
         if key in choices:
             return str(choices[key])
-        return MISSING if found is _NOT_FOUND else _format_value(found)
+        return MISSING if found is _NOT_FOUND else format_value(found)
 
 
 def find_runs(paths: list[str]) -> list[Path]:
@@ -186,7 +186,19 @@ def _select(config: dict, key: str, depth: int = 0) -> Any:
     return node
 
 
-def _format_value(value: Any) -> str:
+def flatten_config(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{"model": {"n_layer": 4}} → {"model.n_layer": 4}; lists and None become strings."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_config(value, name + "."))
+        else:
+            flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return flat
+
+
+def format_value(value: Any) -> str:
     if isinstance(value, dict) and "_target_" in value:
         return str(value["_target_"]).rsplit(".", 1)[-1]
     if isinstance(value, float):

@@ -22,11 +22,14 @@ STATUSES = ("running", "completed", "failed", "diverged")
 class RunRecord:
     def __init__(self, run_dir: Path, task: str, overrides: list[str]):
         self.path = Path(run_dir) / "summary.json"
-        self.data: dict[str, Any] = {"task": task, "overrides": list(overrides)}
+        self.data: dict[str, Any] = {"task": task, "overrides": list(overrides),
+                                     "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         self._start = time.perf_counter()
         if self.path.exists():  # a resumed run keeps its history
             previous, _ = read_summary_file(self.path)
             self.data["resumed_from_status"] = previous.get("status")
+            if isinstance(previous.get("started"), str):
+                self.data["started"] = previous["started"]
             self._previous_wall = float(previous.get("wall_time_s", 0.0))
         else:
             self._previous_wall = 0.0

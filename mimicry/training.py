@@ -17,13 +17,17 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf, read_write
+from pytorch_lightning.utilities import rank_zero_only
 
 from mimicry.callbacks import SummaryRefresh
 from mimicry.callbacks.run_summary import scalar_metrics
 from mimicry.checkpoints import build_task, load_weights_into, read_checkpoint, saved_data_spec
 from mimicry.config_checks import check_settings
+from mimicry import provenance
 from mimicry.errors import DivergedError, MimicryError
+from mimicry.output_paths import output_root, point_latest
 from mimicry.recipe import record_recipe
+from mimicry.run_reading import flatten_config
 from mimicry.run_record import RunRecord, read_summary
 
 log = logging.getLogger("mimicry")
@@ -57,7 +61,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             return previous
     choices = dict(hydra_cfg.runtime.choices)
     record = RunRecord(run_dir, choices.get("task", "?"), list(hydra_cfg.overrides.task))
-    record.update("running", seed=cfg.seed, run_dir=str(run_dir))
+    record.update("running", seed=cfg.seed, run_dir=str(run_dir),
+                  monitor=cfg.get("monitor"), monitor_mode=cfg.get("monitor_mode", "min"))
+    record_what_made_it(run_dir, hydra_cfg)
     try:
         results = fit(cfg, run_dir, choices, record)
     except DivergedError as error:
@@ -80,6 +86,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     record.update("completed", **results)
     log.info(f"done: {run_dir}")
     return record.data
+
+
+def record_what_made_it(run_dir: Path, hydra_cfg: DictConfig) -> None:
+    """provenance.json (code, versions, machine, command) in the run folder, and ``latest`` beside
+    the runs pointing at this one. Once per run (rank 0), each sweep job for itself."""
+    if rank_zero_only.rank != 0:
+        return
+    record, patch = provenance.collect()
+    provenance.write(run_dir, record, patch)
+    pattern = str(OmegaConf.to_container(hydra_cfg.run, resolve=False).get("dir", ""))
+    root = output_root(pattern, run_dir)
+    point_latest(root if run_dir.resolve().is_relative_to(root.resolve()) else run_dir.parent, run_dir)
 
 
 def check_config(cfg: DictConfig, choices: dict[str, str]) -> None:
@@ -175,6 +193,9 @@ def fit(cfg: DictConfig, run_dir: Path, choices: dict[str, str], record: RunReco
 
     check_manual_optimization(task, cfg)
     trainer = build_trainer(cfg, run_dir, record)
+    writer = tensorboard_writer(trainer)
+    if writer is not None and trainer.is_global_zero:  # TensorBoard's Text tab: what made this run
+        writer.add_text("run/provenance", provenance.as_markdown(provenance.read(run_dir)), trainer.global_step)
     with relaunch_into(run_dir):
         try:
             trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
@@ -190,9 +211,16 @@ def fit(cfg: DictConfig, run_dir: Path, choices: dict[str, str], record: RunReco
         results["best"] = {checkpoint.monitor: float(checkpoint.best_model_score),
                            "checkpoint": checkpoint.best_model_path}
     if trainer.logger is not None:  # the HParams tab: the whole config beside the final metrics
-        trainer.logger.log_hyperparams(flatten(OmegaConf.to_container(cfg, resolve=True)),
+        trainer.logger.log_hyperparams(flatten_config(OmegaConf.to_container(cfg, resolve=True)),
                                        metrics={f"final/{k}": v for k, v in metrics.items()})
     return results
+
+
+def tensorboard_writer(trainer: pl.Trainer):
+    """The SummaryWriter of the trainer's TensorBoard logger (wherever it is in the list), or None."""
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    return next((lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
 
 
 def raised_by_lightning(error: BaseException) -> bool:
@@ -229,15 +257,3 @@ def relaunch_into(run_dir: Path) -> Iterator[None]:
             torch.distributed.destroy_process_group()
         os.environ.clear()
         os.environ.update(saved_env)
-
-
-def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    """{"model": {"n_layer": 4}} → {"model.n_layer": 4}; lists and None become strings."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
-    return flat

@@ -14,6 +14,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from mimicry.lightning_internals import is_logging_step
+
 
 class TrainingThroughput(pl.Callback):
     def __init__(self) -> None:
@@ -30,7 +32,7 @@ class TrainingThroughput(pl.Callback):
             torch.cuda.synchronize()  # kernels are asynchronous: wait for this batch's work to finish
         self._seconds += time.perf_counter() - self._started
         self._items += task.count_items(batch) if hasattr(task, "count_items") else len(batch)
-        if trainer._logger_connector.should_update_logs and self._seconds > 0:
+        if is_logging_step(trainer) and self._seconds > 0:
             unit = getattr(task, "throughput_unit", "samples")
             task.log(f"train/{unit}_per_sec", self._items / self._seconds, on_step=True, on_epoch=False)
             if task.device.type == "cuda":  # the most GPU memory the run has held so far

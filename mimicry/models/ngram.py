@@ -2,7 +2,7 @@
 
 The table imitates its training data by remembering it: for every context of up to ``n - 1``
 tokens it counts which token came next. It has no parameters for an optimizer
-(``fitted_by_counting``): the task base calls ``count(batch)`` on each training batch of one pass
+(``fitted_by_counting``): the task (mimicry/tasks/counted_fit.py) calls ``count(batch)`` on each training batch of one pass
 over the text, and the lm task computes its loss, perplexity and bits per character exactly as
 it does for the GPT, from the log-probabilities ``forward`` returns.
 

@@ -65,9 +65,9 @@ def lm_likelihood(texts: list[str], run: str, per_char: bool = True) -> list[flo
 def _load_lm(run: str):
     from mimicry.checkpoints import load_task
     from mimicry.errors import MimicryError
-    from mimicry.tasks.lm import LanguageModeling
 
     task = load_task(run)
-    if not isinstance(task, LanguageModeling):
+    # by the class's name, as checkpoints name it: rewards/ sits below tasks/ and does not import them
+    if f"{type(task).__module__}.{type(task).__qualname__}" != "mimicry.tasks.lm.LanguageModeling":
         raise MimicryError(f"reward.run={run} is a {type(task).__name__} run; lm_likelihood needs an lm run")
     return task

@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from torch.utils.tensorboard import SummaryWriter
 
 from mimicry.errors import MimicryError
+from mimicry.lightning_internals import is_logging_step
 
 log = logging.getLogger("mimicry")
 
@@ -29,11 +30,8 @@ class ImitationTask(pl.LightningModule):
     A task whose loss is one comparison also implements ``imitation(batch)``, which gives the
     probes (mimicry/probes/) its loss as a pure function of a batch: ``self.loss(batch)``.
 
-    A model fitted by counting (``model.fitted_by_counting = True``, e.g. an n-gram table) has no
-    parameters for an optimizer: the base then runs without one (manual optimization, no gradient
-    step), calls ``model.count(batch)`` after each training batch, and stops after one epoch, the
-    one pass over the training data that fills the table. Everything else (loss, validation
-    metrics, checkpoints, samples) goes through the same task code as a net's.
+    A task whose model may be a lookup table fitted by counting mixes in
+    mimicry/tasks/counted_fit.py's ``CountedFit``.
     """
 
     #: what throughput counts: "samples" (images, episodes) or "tokens"
@@ -90,10 +88,7 @@ class ImitationTask(pl.LightningModule):
         ``trainer.log_every_n_steps`` batches (and the last). A value is computed only where it
         is written, so the point drawn at step s is the batch s it was computed on; per-step
         logging would cost 10-15% of a small model's step time on CPU for curves nobody can tell apart."""
-        if self._trainer is None:
-            return True
-        # Lightning's own callbacks (LearningRateMonitor, ThroughputMonitor) ask the same question.
-        return bool(self.trainer._logger_connector.should_update_logs)
+        return True if self._trainer is None else is_logging_step(self.trainer)
 
     def log_metric(self, name: str, value: torch.Tensor | float, **kwargs: Any) -> None:
         if name.startswith("train/"):
@@ -133,38 +128,7 @@ class ImitationTask(pl.LightningModule):
 
     # ---- optimization --------------------------------------------------------------------------
     def configure_optimizers(self):
-        if self.fitted_by_counting:
-            return None  # a counted table has no parameters: no optimizer, no gradient step
         return build_optimizer(self.parameters(), self.hparams.optim, self.trainer.estimated_stepping_batches)
-
-    # ---- models fitted by counting (lookup tables) ---------------------------------------------
-    @property
-    def fitted_by_counting(self) -> bool:
-        return bool(getattr(getattr(self, "model", None), "fitted_by_counting", False))
-
-    @property
-    def automatic_optimization(self) -> bool:
-        # Lightning would call backward() on the loss of a counted table; manual mode lets it just count.
-        return self._automatic_optimization and not self.fitted_by_counting
-
-    @automatic_optimization.setter
-    def automatic_optimization(self, value: bool) -> None:
-        self._automatic_optimization = value
-
-    def on_train_epoch_start(self) -> None:
-        if self.fitted_by_counting and self.current_epoch >= 1:
-            self.trainer.should_stop = True  # resumed after its one pass: the table is full already
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.fitted_by_counting and self.current_epoch == 0:
-            self.model.count(batch)  # after training_step: its train/loss is the table's guess before seeing the batch
-            # A counted batch is a step of fitting: the step counter (curves, checkpoints) counts it as one.
-            self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress.increment_completed()
-
-    def on_train_epoch_end(self) -> None:
-        if self.fitted_by_counting:
-            log.info("the table has counted its one pass over the training data; training stops here")
-            self.trainer.should_stop = True
 
     # ---- checkpoints ---------------------------------------------------------------------------
     #: the run's recipe (mimicry/recipe.py), set by whoever built the task; it goes into every checkpoint

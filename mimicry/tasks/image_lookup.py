@@ -13,10 +13,11 @@ from hydra.utils import instantiate
 from torch import Tensor
 
 from mimicry.data.images import to_unit
+from mimicry.tasks.counted_fit import CountedFit
 from mimicry.tasks.image_generation import ImageGeneration
 
 
-class ImageLookup(ImageGeneration):
+class ImageLookup(CountedFit, ImageGeneration):
     data_value_range = "signed"
 
     def __init__(self, model: dict, loss: dict, optim: dict, data_spec: dict, sample_every_n_steps: int = 250,

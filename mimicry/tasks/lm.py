@@ -12,9 +12,10 @@ from torchmetrics import MeanMetric
 
 from mimicry.data.tokenizers import tokenizer_from_state
 from mimicry.tasks.base import ImitationTask
+from mimicry.tasks.counted_fit import CountedFit
 
 
-class LanguageModeling(ImitationTask):
+class LanguageModeling(CountedFit, ImitationTask):
     throughput_unit = "tokens"
     sample_options = ("prompt", "length", "temperature", "top_k", "top_p")
 
