@@ -1,4 +1,4 @@
-"""The two places mimicry touches Lightning's private state, each because no public API does the
+"""The two things mimicry does with Lightning's private state, each because no public API does the
 job. Kept in one file so that a Lightning upgrade has one place to check; the logging tests
 (tests/test_logging.py) and the lookup-table tests (tests/test_generalization.py) fail if either breaks.
 """
@@ -13,8 +13,9 @@ def is_logging_step(trainer: pl.Trainer) -> bool:
     return bool(trainer._logger_connector.should_update_logs)
 
 
-def count_step_without_optimizer(trainer: pl.Trainer) -> None:
-    """Advance ``trainer.global_step`` by one for a batch that took no optimizer step. The step counter
-    counts optimizer steps only and has no public setter; a lookup table fitted by counting takes none,
-    yet each counted batch is a step of fitting for curves and checkpoints."""
+def advance_global_step(trainer: pl.Trainer) -> None:
+    """Advance ``trainer.global_step`` by one for a step Lightning's optimizer did not take. The step
+    counter counts Lightning's optimizer steps only and has no public setter: a lookup table fitted by
+    counting takes none (each counted batch is still a step of fitting), and an RL update stepped on
+    the plain optimizer (mimicry/tasks/rl/base.py) bypasses it."""
     trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress.increment_completed()

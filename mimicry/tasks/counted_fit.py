@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from mimicry.lightning_internals import count_step_without_optimizer
+from mimicry.lightning_internals import advance_global_step
 
 log = logging.getLogger("mimicry")
 
@@ -44,7 +44,7 @@ class CountedFit:
         super().on_train_batch_end(outputs, batch, batch_idx)
         if self.fitted_by_counting and self.current_epoch == 0:
             self.model.count(batch)  # after training_step: its train/loss is the table's guess before seeing the batch
-            count_step_without_optimizer(self.trainer)  # a counted batch is one step of fitting
+            advance_global_step(self.trainer)  # a counted batch is one step of fitting
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
