@@ -54,8 +54,14 @@ def group_band(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray,
 
 
 def legend_labels(rows: list[Row]) -> list[str]:
-    """`lr=0.01, n_embd=64`: the hyperparameters that differ between the rows drawn in one panel,
-    by their last name where that is unique, wrapped so the legend stays narrow."""
+    """hparam_labels wrapped, so the legend stays narrow."""
+    return [textwrap.fill(label, LABEL_WIDTH) for label in hparam_labels(rows)]
+
+
+def hparam_labels(rows: list[Row]) -> list[str]:
+    """`lr=0.01, n_embd=64`: the hyperparameters that differ between these rows, by their last name
+    where that is unique; a row's own label where nothing differs. One line each (also names runs
+    in `mimicry tb` and panels in `compare --samples`)."""
     keys = [k for k in rows[0].hparams if len({row.hparams[k] for row in rows}) > 1] if rows else []
     short = {k: k.rsplit(".", 1)[-1] for k in keys}
     names = short if len(set(short.values())) == len(short) else {k: k for k in keys}
@@ -63,7 +69,7 @@ def legend_labels(rows: list[Row]) -> list[str]:
     for row in rows:
         label = ", ".join(f"{names[k]}={row.hparams[k]}" for k in keys if row.hparams[k] != MISSING)
         labels.append(textwrap.shorten(label, LABEL_MAX, placeholder=" …") if label else row.label)
-    return [textwrap.fill(label, LABEL_WIDTH) for label in labels]
+    return labels
 
 
 def plot_rows(rows: list[Row], metrics: list[str], x: str, out: str, grouped: bool) -> list[str]:
