@@ -1,4 +1,4 @@
-"""The `mimicry` command: train | sample | eval | list | compare.
+"""The `mimicry` command: train | sample | eval | list | compare | probe | tb.
 
 `mimicry train` is a Hydra app, so every Hydra feature works (`-m` sweeps, `--cfg job`, `--help`).
 """
@@ -31,9 +31,11 @@ commands:
   compare PATH... [--metric M] [--group-by KEY] [--format table|md|csv] [--plot FILE] [--x step|wall|TAG]
                                runs side by side: differing hyperparameters, final/best metrics, curves
   probe NAME RUN_DIR [k=v...]  look inside a trained run: sharpness, layers, embeddings (`mimicry probe --help`)
+  tb PATH... [--port N] [--host H] [--print-only]
+                               TensorBoard on exactly those runs, named by their differing hyperparameters
 """
 
-COMMANDS = ("train", "sample", "eval", "list", "compare", "probe")
+COMMANDS = ("train", "sample", "eval", "list", "compare", "probe", "tb")
 
 
 def _register_resolvers() -> None:
@@ -186,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         if command == "probe":
             from mimicry.probes import probe_command
             return probe_command(rest)
+        if command == "tb":
+            from mimicry.tensorboard_launch import tb_command
+            return tb_command(rest)
     except MimicryError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
