@@ -29,7 +29,8 @@ commands:
   eval RUN_DIR [n=1000 seed=0] image metrics of a finished image run (FID, precision/recall, coverage, copies)
   list                         tasks, models, losses and data options, and which go together
   compare PATH... [--metric M] [--group-by KEY] [--format table|md|csv] [--plot FILE] [--x step|wall|TAG]
-                               runs side by side: differing hyperparameters, final/best metrics, curves
+          [--samples FILE]     runs side by side: differing hyperparameters, final/best metrics, curves,
+                               the last sample grids
   probe NAME RUN_DIR [k=v...]  look inside a trained run: sharpness, layers, embeddings (`mimicry probe --help`)
   tb PATH... [--port N] [--host H] [--print-only]
                                TensorBoard on exactly those runs, named by their differing hyperparameters
