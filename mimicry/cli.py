@@ -1,4 +1,4 @@
-"""The `mimicry` command: train | sample | eval | list | compare.
+"""The `mimicry` command: train | sample | eval | list | compare | probe | runs | diff | tb.
 
 `mimicry train` is a Hydra app, so every Hydra feature works (`-m` sweeps, `--cfg job`, `--help`).
 """
@@ -31,14 +31,17 @@ commands:
   eval RUN_DIR [n=1000 seed=0] image metrics of a finished image run (FID, precision/recall, coverage, copies)
   list                         tasks, models, losses and data options, and which go together
   compare PATH... [--metric M] [--group-by KEY] [--format table|md|csv] [--plot FILE] [--x step|wall|TAG]
-                               runs side by side: differing hyperparameters, final/best metrics, curves
+          [--samples FILE]     runs side by side: differing hyperparameters, final/best metrics, curves,
+                               the last sample grids
   probe NAME RUN_DIR [k=v...]  look inside a trained run: sharpness, layers, embeddings (`mimicry probe --help`)
   runs [PATH] [--task T] [--status S] [--since 2d] [--sort COL] [--format table|md|csv|json]
                                every run below PATH (default outputs/), newest first; outputs/latest is the newest
   diff RUN_A RUN_B             what differs between two runs: config, code (commits, patches), versions, metrics
+  tb PATH... [--port N] [--host H] [--print-only]
+                               TensorBoard on exactly those runs, named by their differing hyperparameters
 """
 
-COMMANDS = ("train", "sample", "eval", "list", "compare", "probe", "runs", "diff")
+COMMANDS = ("train", "sample", "eval", "list", "compare", "probe", "runs", "diff", "tb")
 
 
 def _register_resolvers() -> None:
@@ -199,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         if command == "diff":
             from mimicry.run_diff import diff_command
             return diff_command(rest)
+        if command == "tb":
+            from mimicry.tensorboard_launch import tb_command
+            return tb_command(rest)
     except MimicryError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

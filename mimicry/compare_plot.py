@@ -5,20 +5,16 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mimicry.errors import MimicryError
-from mimicry.run_reading import MISSING, Run
-
-if TYPE_CHECKING:
-    from mimicry.run_rows import Row
+from mimicry.run_reading import Run
+from mimicry.run_rows import Row, hparam_labels
 
 GRID_POINTS = 300  # a group's curves are interpolated onto this many x values at most
 LEGEND_MAX = 24    # more lines than this: the legend would hide the plot
-LABEL_MAX = 150    # characters of one legend entry at most
-LABEL_WIDTH = 45   # ... wrapped at this many per line
+LABEL_WIDTH = 45   # a legend entry wrapped at this many characters per line
 
 
 def run_xy(run: Run, metric: str, x: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -54,16 +50,8 @@ def group_band(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray,
 
 
 def legend_labels(rows: list[Row]) -> list[str]:
-    """`lr=0.01, n_embd=64`: the hyperparameters that differ between the rows drawn in one panel,
-    by their last name where that is unique, wrapped so the legend stays narrow."""
-    keys = [k for k in rows[0].hparams if len({row.hparams[k] for row in rows}) > 1] if rows else []
-    short = {k: k.rsplit(".", 1)[-1] for k in keys}
-    names = short if len(set(short.values())) == len(short) else {k: k for k in keys}
-    labels = []
-    for row in rows:
-        label = ", ".join(f"{names[k]}={row.hparams[k]}" for k in keys if row.hparams[k] != MISSING)
-        labels.append(textwrap.shorten(label, LABEL_MAX, placeholder=" …") if label else row.label)
-    return [textwrap.fill(label, LABEL_WIDTH) for label in labels]
+    """hparam_labels wrapped, so the legend stays narrow."""
+    return [textwrap.fill(label, LABEL_WIDTH) for label in hparam_labels(rows)]
 
 
 def plot_rows(rows: list[Row], metrics: list[str], x: str, out: str, grouped: bool) -> list[str]:

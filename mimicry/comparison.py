@@ -27,6 +27,7 @@ examples:
   mimicry compare outputs/gan/multirun/2026-01-02/10-00-00_ab12 --group-by seed --plot gan.png
   mimicry compare outputs/rl --metric rollout/return_mean --x rollout/env_steps --plot rl.png
   mimicry compare outputs --format csv --out runs.csv
+  mimicry compare outputs/gan/multirun/2026-01-02/10-00-00_ab12 --samples fakes.png
 """.format(hib=", ".join(HIGHER_IS_BETTER))
 
 
@@ -46,6 +47,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--x", default="step", metavar="step|wall|TAG",
                         help="plot x-axis: training step (default), wall-clock seconds since the run's "
                         "first event, or another logged scalar such as rollout/env_steps")
+    parser.add_argument("--samples", metavar="FILE", help="draw each run's last sample grid (samples/step_*.png "
+                        "of gan, image_ar, diffusion runs) side by side to FILE, titled with its differing hyperparameters")
     args = parser.parse_args(argv)
     if args.format is None:
         suffix = Path(args.out).suffix.lower() if args.out else ""
@@ -130,4 +133,10 @@ def compare_command(argv: list[str]) -> int:
         for label in skipped:
             print(f"note: {label} has no {args.x} to plot against; left out of the plot", file=sys.stderr)
         print(f"wrote {args.plot}", file=sys.stderr)
+
+    if args.samples:
+        from mimicry.compare_samples import write_sample_sheet
+        for note in write_sample_sheet(runs, keys, args.samples):
+            print(f"note: {note}", file=sys.stderr)
+        print(f"wrote {args.samples}", file=sys.stderr)
     return 0

@@ -5,6 +5,7 @@ sample grids), `mimicry diff` and the Python API; reads run folders through mimi
 from __future__ import annotations
 
 import math
+import textwrap
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ from mimicry.run_reading import MISSING, Run, find_runs, override_key, read_run,
 # Override keys that say how a run was started, not what it was (resume, resume_sweep, hydra.run.dir).
 NOT_HYPERPARAMETERS = ("hydra.", "resume")
 # Metrics where bigger is better (a name fragment), when the metric is not the run's monitored one.
+LABEL_MAX = 150  # characters of a run's label (its differing hyperparameters) at most
 HIGHER_IS_BETTER = ("return", "reward", "acc", "precision", "recall", "coverage", "score", "per_sec", "success")
 
 
@@ -167,3 +169,17 @@ def compare_runs(paths: list[str], metrics: list[str] | None = None, group_by: s
         raise MimicryError(f"--group-by {group_by}: no run has that key; "
                            f"keys that differ between these runs: {', '.join(keys) or 'none'}")
     return runs, keys, metrics, make_rows(runs, keys, metrics, group_by)
+
+
+def hparam_labels(rows: list[Row]) -> list[str]:
+    """`lr=0.01, n_embd=64`: the hyperparameters that differ between these rows, by their last name
+    where that is unique; a row's own label where nothing differs. One line each (also names runs
+    in `mimicry tb` and panels in `compare --samples`)."""
+    keys = [k for k in rows[0].hparams if len({row.hparams[k] for row in rows}) > 1] if rows else []
+    short = {k: k.rsplit(".", 1)[-1] for k in keys}
+    names = short if len(set(short.values())) == len(short) else {k: k for k in keys}
+    labels = []
+    for row in rows:
+        label = ", ".join(f"{names[k]}={row.hparams[k]}" for k in keys if row.hparams[k] != MISSING)
+        labels.append(textwrap.shorten(label, LABEL_MAX, placeholder=" …") if label else row.label)
+    return labels

@@ -88,3 +88,15 @@ def trained_lm(tmp_path_factory) -> Path:
     run_mimicry(cwd, "train", *TINY_LM)
     (run_dir,) = run_dirs(cwd)
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def gan_sweep(tmp_path_factory) -> Path:
+    """A real sweep of two tiny GAN jobs (loss=ns,hinge; ~30 s): events in tb/, grids in samples/
+    at steps 0, 4 and 8. Shared by the tests that only read from it (`mimicry tb`, `compare --samples`)."""
+    cwd = tmp_path_factory.mktemp("gan_sweep")
+    run_mimicry(cwd, "train", "-m", "task=gan", "model.generator.latent_dim=8", "model.generator.width=8",
+                "model.discriminator.width=8", "data.limit=64", "data.batch_size=16", "trainer.max_epochs=2",
+                "task.sample_every_n_steps=4", "task.num_samples=10", "task.metrics_every_n_epochs=0", "loss=ns,hinge")
+    (sweep,) = (cwd / "outputs" / "gan" / "multirun").glob("*/*")
+    return sweep
