@@ -13,12 +13,14 @@ from typing import Any, Iterator
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf, read_write
+from pytorch_lightning.loggers import Logger, TensorBoardLogger
 
-from mimicry.callbacks import SummaryRefresh
+from mimicry.callbacks import ConfigParams, SummaryRefresh
 from mimicry.callbacks.run_summary import scalar_metrics
 from mimicry.checkpoints import build_task, load_weights_into, read_checkpoint, saved_data_spec
 from mimicry.config_checks import check_settings
@@ -136,8 +138,21 @@ def build_trainer(cfg: DictConfig, run_dir: Path, record: RunRecord | None = Non
     callbacks = [instantiate(node) for node in (cfg.callbacks or {}).values() if node is not None]
     if record is not None:  # summary.json follows the run at every validation
         callbacks.append(SummaryRefresh(record))
-    logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir))
+    loggers = build_loggers(cfg.get("logger"))
+    if loggers:
+        callbacks.append(ConfigParams(flatten(OmegaConf.to_container(cfg, resolve=True))))
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir))
+
+
+def build_loggers(nodes: DictConfig | None) -> list[Logger]:
+    """Every logger chosen (``logger=[tensorboard,mlflow]`` gives {tensorboard: ..., mlflow: ...}), in order;
+    a tracker's own one-line error (its package missing) comes through as it is."""
+    try:
+        return [instantiate(node) for node in (nodes or {}).values() if node is not None]
+    except InstantiationException as error:
+        if isinstance(error.__cause__, MimicryError):
+            raise error.__cause__ from None
+        raise
 
 
 def fit(cfg: DictConfig, run_dir: Path, choices: dict[str, str], record: RunRecord | None = None) -> dict[str, Any]:
@@ -189,9 +204,10 @@ def fit(cfg: DictConfig, run_dir: Path, choices: dict[str, str], record: RunReco
     if checkpoint is not None and checkpoint.best_model_score is not None:
         results["best"] = {checkpoint.monitor: float(checkpoint.best_model_score),
                            "checkpoint": checkpoint.best_model_path}
-    if trainer.logger is not None:  # the HParams tab: the whole config beside the final metrics
-        trainer.logger.log_hyperparams(flatten(OmegaConf.to_container(cfg, resolve=True)),
-                                       metrics={f"final/{k}": v for k, v in metrics.items()})
+    for logger in trainer.loggers:  # the HParams tab: the whole config beside the final metrics
+        if isinstance(logger, TensorBoardLogger):  # the other trackers got the config at fit start (ConfigParams)
+            logger.log_hyperparams(flatten(OmegaConf.to_container(cfg, resolve=True)),
+                                   metrics={f"final/{k}": v for k, v in metrics.items()})
     return results
 
 
