@@ -21,4 +21,4 @@ test: setup
 	$(BIN)/python -m pytest -q -n 2 $(ARGS)  # two workers, one torch thread each (tests/conftest.py)
 
 clean:
-	rm -rf outputs multirun lightning_logs .pytest_cache
+	rm -rf outputs multirun lightning_logs mlartifacts .pytest_cache

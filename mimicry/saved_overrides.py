@@ -66,10 +66,12 @@ def vet_overrides(lines: Any, source: Path, retype: str, typed: list[str] = (), 
             raise refuse(str(error)) from None
         if name.split("/")[0].split(".")[0] == "hydra":
             raise refuse("it is Hydra's own setting (where runs write, which launcher or sweeper runs them)")
-        if is_group(name):
+        if is_group(name):  # one option, or a list of them (logger=[tensorboard,mlflow])
             for value in values:
-                check_choice(name, value, str(source))
-            groups.append(f"{name}={values[0]}")
+                for option in value if isinstance(value, list) else [value]:
+                    check_choice(name, option, str(source))
+            first = values[0]
+            groups.append(f"{name}=[{','.join(first)}]" if isinstance(first, list) else f"{name}={first}")
             kept.append(line)
             continue
         reason = refused_key(name)

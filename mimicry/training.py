@@ -13,13 +13,15 @@ from typing import Any, Iterator
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf, read_write
+from pytorch_lightning.loggers import Logger, TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from mimicry.callbacks import SummaryRefresh
+from mimicry.callbacks import ConfigParams, SummaryRefresh
 from mimicry.callbacks.run_summary import scalar_metrics
 from mimicry.checkpoints import build_task, load_weights_into, read_checkpoint, saved_data_spec
 from mimicry.config_checks import check_settings
@@ -28,6 +30,7 @@ from mimicry.errors import DivergedError, MimicryError
 from mimicry.output_paths import output_root, point_latest
 from mimicry.recipe import record_recipe
 from mimicry.run_reading import flatten_config
+from mimicry.trackers import finish_trackers, tensorboard_writer
 from mimicry.run_record import RunRecord, read_summary
 
 log = logging.getLogger("mimicry")
@@ -83,9 +86,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             log.exception(f"job failed: {run_dir}")
             return record.data
         raise
-    record.update("completed", **results)
-    log.info(f"done: {run_dir}")
-    return record.data
+    else:
+        record.update("completed", **results)
+        log.info(f"done: {run_dir}")
+        return record.data
+    finally:  # summary.json is final now: MLflow gets it, a wandb run is closed
+        finish_trackers(run_dir, record.data["status"])
 
 
 def record_what_made_it(run_dir: Path, hydra_cfg: DictConfig) -> None:
@@ -154,8 +160,21 @@ def build_trainer(cfg: DictConfig, run_dir: Path, record: RunRecord | None = Non
     callbacks = [instantiate(node) for node in (cfg.callbacks or {}).values() if node is not None]
     if record is not None:  # summary.json follows the run at every validation
         callbacks.append(SummaryRefresh(record))
-    logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir))
+    loggers = build_loggers(cfg.get("logger"))
+    if loggers:
+        callbacks.append(ConfigParams(flatten_config(OmegaConf.to_container(cfg, resolve=True))))
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir))
+
+
+def build_loggers(nodes: DictConfig | None) -> list[Logger]:
+    """Every logger chosen (``logger=[tensorboard,mlflow]`` gives {tensorboard: ..., mlflow: ...}), in order;
+    a tracker's own one-line error (its package missing) comes through as it is."""
+    try:
+        return [instantiate(node) for node in (nodes or {}).values() if node is not None]
+    except InstantiationException as error:
+        if isinstance(error.__cause__, MimicryError):
+            raise error.__cause__ from None
+        raise
 
 
 def fit(cfg: DictConfig, run_dir: Path, choices: dict[str, str], record: RunRecord | None = None) -> dict[str, Any]:
@@ -193,7 +212,7 @@ def fit(cfg: DictConfig, run_dir: Path, choices: dict[str, str], record: RunReco
 
     check_manual_optimization(task, cfg)
     trainer = build_trainer(cfg, run_dir, record)
-    writer = tensorboard_writer(trainer)
+    writer = tensorboard_writer(trainer.loggers)
     if writer is not None and trainer.is_global_zero:  # TensorBoard's Text tab: what made this run
         writer.add_text("run/provenance", provenance.as_markdown(provenance.read(run_dir)), trainer.global_step)
     with relaunch_into(run_dir):
@@ -210,17 +229,11 @@ def fit(cfg: DictConfig, run_dir: Path, choices: dict[str, str], record: RunReco
     if checkpoint is not None and checkpoint.best_model_score is not None:
         results["best"] = {checkpoint.monitor: float(checkpoint.best_model_score),
                            "checkpoint": checkpoint.best_model_path}
-    if trainer.logger is not None:  # the HParams tab: the whole config beside the final metrics
-        trainer.logger.log_hyperparams(flatten_config(OmegaConf.to_container(cfg, resolve=True)),
-                                       metrics={f"final/{k}": v for k, v in metrics.items()})
+    for logger in trainer.loggers:  # the HParams tab: the whole config beside the final metrics
+        if isinstance(logger, TensorBoardLogger):  # the other trackers got the config at fit start (ConfigParams)
+            logger.log_hyperparams(flatten_config(OmegaConf.to_container(cfg, resolve=True)),
+                                   metrics={f"final/{k}": v for k, v in metrics.items()})
     return results
-
-
-def tensorboard_writer(trainer: pl.Trainer):
-    """The SummaryWriter of the trainer's TensorBoard logger (wherever it is in the list), or None."""
-    from pytorch_lightning.loggers import TensorBoardLogger
-
-    return next((lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
 
 
 def raised_by_lightning(error: BaseException) -> bool:

@@ -157,8 +157,9 @@ RESUME_ATTACKS = {
     "a logging handler class": ("hydra.job_logging.handlers.file.class=logging.FileHandler", "hydra.job_logging"),
     "a checkpoint folder": ("callbacks.checkpoint.dirpath=VICTIM", "callbacks.checkpoint.dirpath"),
     "a checkpoint file name": ("callbacks.last.filename=../../VICTIM", "callbacks.last.filename"),
-    "the TensorBoard folder": ("logger.save_dir=VICTIM", "logger.save_dir"),
-    "the TensorBoard name": ("logger.name=../../VICTIM", "logger.name"),
+    "the TensorBoard folder": ("logger.tensorboard.save_dir=VICTIM", "logger.tensorboard.save_dir"),
+    "the TensorBoard name": ("logger.tensorboard.name=../../VICTIM", "logger.tensorboard.name"),
+    "an MLflow store": ("logger.mlflow.tracking_uri=sqlite:///VICTIM", "logger.mlflow.tracking_uri"),
     "Hydra's output folder": ("hydra.output_subdir=VICTIM", "hydra.output_subdir"),
     "a launcher": ("hydra/launcher=joblib", "hydra/launcher"),
     "a data root": ("data.root=VICTIM", "data.root"),
@@ -203,7 +204,7 @@ def test_resume_sweep_refuses_what_a_sweep_folder_may_not_say(tmp_path, capsys):
     sweep = tmp_path / "sweep"
     sweep.mkdir()
     for bad, named in [("+callbacks.evil._target_=builtins.open", "callbacks.evil._target_"),
-                       (f"logger.save_dir={victim}", "logger.save_dir"),
+                       (f"logger.tensorboard.save_dir={victim}", "logger.tensorboard.save_dir"),
                        ("model.n_embd=${oc.env:HOME}", "model.n_embd"),
                        ("loss=ns,../../evil", "loss=../../evil")]:
         (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": ["task=gan", bad]}}}))

@@ -11,7 +11,7 @@ PARTS = ("mimicry.models", "mimicry.losses", "mimicry.data", "mimicry.metrics", 
 TASKS = ("mimicry.tasks",)
 # What runs tasks: every module that is neither a part, a task, nor one of the shared services below.
 SERVICES = ("mimicry.errors", "mimicry.recipe", "mimicry.checkpoints", "mimicry.lightning_internals",
-            "mimicry.run_reading", "mimicry.run_record", "mimicry.output_paths", "mimicry.config_checks")
+            "mimicry.run_reading", "mimicry.run_record", "mimicry.output_paths", "mimicry.config_checks", "mimicry.trackers")
 
 
 def module_names() -> dict[str, Path]:

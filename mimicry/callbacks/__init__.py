@@ -1,7 +1,8 @@
+from mimicry.callbacks.config_params import ConfigParams
 from mimicry.callbacks.divergence import DivergenceGuard
 from mimicry.callbacks.progress_log import ProgressLog
 from mimicry.callbacks.run_summary import SummaryRefresh
 from mimicry.callbacks.samples import SampleLogger
 from mimicry.callbacks.throughput import TrainingThroughput
 
-__all__ = ["DivergenceGuard", "ProgressLog", "SampleLogger", "SummaryRefresh", "TrainingThroughput"]
+__all__ = ["ConfigParams", "DivergenceGuard", "ProgressLog", "SampleLogger", "SummaryRefresh", "TrainingThroughput"]

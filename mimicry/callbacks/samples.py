@@ -1,15 +1,16 @@
 """Draw samples during training: at the start (the untrained baseline), every N steps, and at the end.
 
 The task decides what a sample is (text, an image grid); this callback decides when, and hands it
-the TensorBoard writer and the run's ``samples/`` folder. Tasks seed their samplers from a fixed
-seed, so the same cell shows the same sample across steps and runs.
+the TensorBoard writer and the run's ``samples/`` folder (whose new files also go to MLflow). Tasks
+seed their samplers from a fixed seed, so the same cell shows the same sample across steps and runs.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytorch_lightning as pl
-from pytorch_lightning.loggers import TensorBoardLogger
+
+from mimicry.trackers import log_sample_files, tensorboard_writer
 
 
 class SampleLogger(pl.Callback):
@@ -24,11 +25,13 @@ class SampleLogger(pl.Callback):
         self._last_step = step
         sample_dir = Path(trainer.default_root_dir) / "samples"
         sample_dir.mkdir(parents=True, exist_ok=True)
-        writer = trainer.logger.experiment if isinstance(trainer.logger, TensorBoardLogger) else None
+        before = written(sample_dir)
         was_training = task.training
         task.eval()
-        task.log_samples(writer, step, sample_dir)
+        task.log_samples(tensorboard_writer(trainer.loggers), step, sample_dir)
         task.train(was_training)
+        after = written(sample_dir)
+        log_sample_files(trainer.loggers, sorted(path for path, stamp in after.items() if before.get(path) != stamp))
 
     def on_train_start(self, trainer: pl.Trainer, task: pl.LightningModule) -> None:
         self._draw(trainer, task)
@@ -40,3 +43,8 @@ class SampleLogger(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, task: pl.LightningModule) -> None:
         self._draw(trainer, task)
+
+
+def written(folder: Path) -> dict[Path, tuple[int, int]]:
+    """Each file in ``folder`` with its modification time and size: what a draw added or rewrote."""
+    return {path: (path.stat().st_mtime_ns, path.stat().st_size) for path in folder.iterdir() if path.is_file()}

@@ -17,6 +17,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from mimicry.errors import MimicryError
 from mimicry.lightning_internals import is_logging_step
+from mimicry.trackers import tensorboard_writer
 
 log = logging.getLogger("mimicry")
 
@@ -114,9 +115,9 @@ class ImitationTask(pl.LightningModule):
                                        for category, charts in self.charts.items()})
 
     def tensorboard(self) -> SummaryWriter | None:
-        """The run's TensorBoard writer, for images and text; None without a TensorBoard logger."""
-        experiment = getattr(self.logger, "experiment", None) if self._trainer is not None else None
-        return experiment if isinstance(experiment, SummaryWriter) else None
+        """The run's TensorBoard writer, for images and text, wherever TensorBoard is among the loggers;
+        None without a TensorBoard logger."""
+        return tensorboard_writer(self.trainer.loggers) if self._trainer is not None else None
 
     def epoch_end_due(self, every_n_epochs: int) -> bool:
         """Costly epoch-end work (sample metrics) runs every N epochs and after the last; never in
