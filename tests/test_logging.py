@@ -128,3 +128,24 @@ def test_throughput_counts_training_batches_only(monkeypatch):
     clock.now = 102.0                    # one more second of training
     meter.on_train_batch_end(trainer, task, None, None, 1)
     assert logged == {"train/tokens_per_sec": pytest.approx(20 / 2.0)}
+
+
+def test_the_progress_bar_redraws_a_few_times_a_second_and_only_on_a_terminal(monkeypatch):
+    """Lightning's bar would gather every metric after each batch; ours at most every min_interval_s."""
+    from types import SimpleNamespace
+
+    from pytorch_lightning.callbacks import RichProgressBar
+
+    from mimicry.callbacks import ProgressBar
+
+    drawn = []
+    monkeypatch.setattr(RichProgressBar, "on_train_batch_end", lambda self, *args: drawn.append(args[-1]))
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    bar = ProgressBar(min_interval_s=60.0)
+    trainer = SimpleNamespace(num_training_batches=100)
+    for batch_idx in range(100):
+        bar.on_train_batch_end(trainer, None, None, None, batch_idx)
+    assert drawn == [0, 99]  # the first, then nothing for a minute but the epoch's last batch
+    monkeypatch.setattr("sys.stdout.isatty", lambda: False)
+    assert ProgressBar().is_disabled  # a log file gets ProgressLog's lines instead
+    assert not ProgressBar(terminal_only=False).is_disabled

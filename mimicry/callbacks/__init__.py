@@ -1,8 +1,9 @@
 from mimicry.callbacks.config_params import ConfigParams
 from mimicry.callbacks.divergence import DivergenceGuard
+from mimicry.callbacks.progress_bar import ProgressBar
 from mimicry.callbacks.progress_log import ProgressLog
 from mimicry.callbacks.run_summary import SummaryRefresh
 from mimicry.callbacks.samples import SampleLogger
 from mimicry.callbacks.throughput import TrainingThroughput
 
-__all__ = ["ConfigParams", "DivergenceGuard", "ProgressLog", "SampleLogger", "SummaryRefresh", "TrainingThroughput"]
+__all__ = ["ConfigParams", "DivergenceGuard", "ProgressBar", "ProgressLog", "SampleLogger", "SummaryRefresh", "TrainingThroughput"]
