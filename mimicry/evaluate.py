@@ -66,8 +66,8 @@ def evaluate(run_dir: str | Path, n: int = 1000, seed: int = 0, typed: dict[str,
     if n > len(train):  # the floor cannot use more training images than there are
         note = f"n={n} is more than the {len(train)} training images: both are scored on {len(train)}"
         n = len(train)
-    fakes = task.draw(n, seed, **draw_options).cpu()
     real = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]]
+    fakes = task.metric_draws(n, seed, real, **draw_options).cpu()  # an autoencoder: its reconstructions of `real`
     metrics = image_metrics(reference, fakes, net, value_range="unit")
     floor = image_metrics(reference, real, net, value_range="unit")  # real images, the same n: the best to expect
     copies = memorization(fakes, train[:MEMORIZATION_BANK], net, value_range="unit")

@@ -18,6 +18,8 @@ and may override:
 - ``as_drawable(images)``: real [0, 1] images as the sampler could produce them (image_ar passes
   them through its tokenizer), so the metrics compare like with like. Identity by default.
 - ``on_image_metrics(metrics)``: react to the metrics just logged (the GAN warns on collapse).
+- ``metric_draws(n, seed, real, **options)``: what the metrics score; ``draw(n, seed)`` by default
+  (the autoencoder scores its reconstructions of ``real``, n real [0, 1] images).
 - ``sample_name(seed, label, options)``: the file stem `mimicry sample` writes.
 
 The base reads these constructor arguments from ``self.hparams`` (pass them through):
@@ -100,6 +102,10 @@ class ImageGeneration(ImitationTask):
     def on_image_metrics(self, metrics: dict[str, float]) -> None:
         """Called after the sample metrics are logged."""
 
+    def metric_draws(self, n: int, seed: int, real: Tensor, **options: Any) -> Tensor:
+        """The n images (in [0, 1]) the metrics score: draws; ``real`` (the floor's real images) is unused here."""
+        return self.draw(n, seed, **options)
+
     def default_labels(self, n: int) -> Tensor | None:
         """Classes 0, 1, 2, ... in turn when conditional (one grid column per class), else None."""
         return torch.arange(n, device=self.device) % self.num_classes if self.num_classes else None
@@ -139,7 +145,7 @@ class ImageGeneration(ImitationTask):
         """Metrics of fixed-seed draws against the reference images, the floor, the copy check."""
         h, helpers = self.hparams, self._helpers
         net = helpers["feature_net"].to(self.device)
-        fakes = self.draw(h.metrics_samples, seed=h.sample_seed + 1).cpu()
+        fakes = self.metric_draws(h.metrics_samples, h.sample_seed + 1, helpers["floor_images"]).cpu()
         metrics = image_metrics(helpers["reference"], fakes, net, value_range="unit")
         if "fid_floor" not in helpers:  # the same every time: the real images and reference do not change
             helpers["fid_floor"] = image_metrics(helpers["reference"], helpers["floor_images"], net, value_range="unit")["fid"]
