@@ -80,7 +80,7 @@ def evaluate(run_dir: str | Path, n: int = 1000, seed: int = 0, typed: dict[str,
         "checkpoint": str(ckpt), "samples": len(fakes), "seed": seed, "draw_options": draw_options,
         "reference": {"split": "test", "count": len(reference)},
         "feature_net_accuracy": feature_net_accuracy(net),
-        "metrics": {**metrics, "copy_rate": copies["copy_rate"]},
+        "metrics": {**metrics, "copy_rate": copies["copy_rate"], **task.factor_metrics(fakes)},
         "real_vs_real": {**floor, "count": len(real)},
         "note": note,
     }

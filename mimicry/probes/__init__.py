@@ -15,6 +15,7 @@ PROBES = {
     "sharpness": "mimicry.probes.sharpness",
     "layers": "mimicry.probes.layers",
     "embeddings": "mimicry.probes.embeddings",
+    "codebook": "mimicry.probes.codebook",
 }
 
 

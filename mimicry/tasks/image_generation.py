@@ -51,6 +51,7 @@ from mimicry.errors import MimicryError
 from mimicry.metrics.feature_net import load_feature_net
 from mimicry.metrics.image_quality import image_metrics
 from mimicry.metrics.memorization import memorization, typical_train_distance
+from mimicry.metrics.shape_reader import share_read
 from mimicry.tasks.base import ImitationTask
 
 log = logging.getLogger("mimicry")
@@ -106,6 +107,13 @@ class ImageGeneration(ImitationTask):
         """The n images (in [0, 1]) the metrics score: draws; ``real`` (the floor's real images) is unused here."""
         return self.draw(n, seed, **options)
 
+    def factor_metrics(self, images: Tensor) -> dict[str, float]:
+        """data=shapes: the share of images (in [0, 1]) whose shape and colour are read with confidence
+        (the factors are known, so samples are judged exactly); other data: nothing."""
+        if self.data_spec.get("dataset") != "shapes" or self.channels != 3:
+            return {}
+        return {"shapes_read": share_read(images)}
+
     def default_labels(self, n: int) -> Tensor | None:
         """Classes 0, 1, 2, ... in turn when conditional (one grid column per class), else None."""
         return torch.arange(n, device=self.device) % self.num_classes if self.num_classes else None
@@ -150,7 +158,7 @@ class ImageGeneration(ImitationTask):
         if "fid_floor" not in helpers:  # the same every time: the real images and reference do not change
             helpers["fid_floor"] = image_metrics(helpers["reference"], helpers["floor_images"], net, value_range="unit")["fid"]
         copies = memorization(fakes, helpers["bank"], net, value_range="unit", typical=helpers["typical_distance"])
-        metrics.update(fid_floor=helpers["fid_floor"], copy_rate=copies["copy_rate"])
+        metrics.update(fid_floor=helpers["fid_floor"], copy_rate=copies["copy_rate"], **self.factor_metrics(fakes))
         for name, value in metrics.items():
             self.log(f"val/{name}", value)
         writer = self.tensorboard()
