@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 from vector_quantize_pytorch import VectorQuantize
 
@@ -43,7 +44,7 @@ class VQVAE(nn.Module):
             dim=code_dim, codebook_size=codebook_size, decay=codebook_decay, commitment_weight=commitment_weight,
             kmeans_init=True, kmeans_iters=kmeans_iters, threshold_ema_dead_code=dead_code_threshold,
             accept_image_fmap=True)
-        self.usage_decay = usage_decay
+        self.usage_decay, self.commitment_weight = usage_decay, commitment_weight
         # how often each code is used (an EMA of the batches' shares): the prior random codes are drawn from
         self.register_buffer("usage", torch.full((codebook_size,), 1.0 / codebook_size))
 
@@ -68,10 +69,13 @@ class VQVAE(nn.Module):
 
     def forward(self, images: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         """(reconstruction, {"commitment": weighted term}, codes (B, h, w)); in training the codebook moves."""
-        quantized, codes, commitment = self.quantizer(self.encoder(images))
+        features = self.encoder(images)
+        quantized, codes, commitment = self.quantizer(features)
         if self.training:
             share = torch.bincount(codes.flatten(), minlength=self.codebook_size).float() / codes.numel()
             self.usage.mul_(self.usage_decay).add_(share, alpha=1 - self.usage_decay)
+        else:  # the library returns zero outside training; validation reports the same term as training pays
+            commitment = self.commitment_weight * F.mse_loss(features, quantized)
         return self.decoder(quantized), {"commitment": commitment.sum()}, codes
 
     @torch.no_grad()
