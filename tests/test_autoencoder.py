@@ -71,6 +71,8 @@ def test_sample_shows_reconstructions_and_decoded_random_codes(trained_vqvae, tm
     assert "reconstructions.png" in names and len(names) == 2, names
     width, height = Image.open(out / "reconstructions.png").size
     assert height > width / 8 * 2.5  # originals, reconstructions and code images: three rows of 8
+    run_mimicry(tmp_path, "sample", str(trained_vqvae), "n=4", "source=reconstruction", f"out={tmp_path / 'rebuilt'}")
+    assert len(list((tmp_path / "rebuilt").glob("*.png"))) == 2
     result = run_mimicry(tmp_path, "sample", str(trained_vqvae), "source=everything", f"out={out}", check=False)
     assert result.returncode != 0 and "source=everything: choose codes" in result.stdout + result.stderr
 
