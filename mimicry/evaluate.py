@@ -81,7 +81,7 @@ def evaluate(run_dir: str | Path, n: int = 1000, seed: int = 0, typed: dict[str,
         "reference": {"split": "test", "count": len(reference)},
         "feature_net_accuracy": feature_net_accuracy(net),
         "metrics": {**metrics, "copy_rate": copies["copy_rate"], **task.factor_metrics(fakes)},
-        "real_vs_real": {**floor, "count": len(real)},
+        "real_vs_real": {**floor, **task.factor_metrics(real), "count": len(real)},
         "note": note,
     }
     (out / "metrics.json").write_text(json.dumps(result, indent=2))

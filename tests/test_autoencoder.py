@@ -81,6 +81,7 @@ def test_eval_scores_reconstructions_and_reads_their_shapes(trained_vqvae, tmp_p
     run_mimicry(tmp_path, "eval", str(trained_vqvae), "n=64", env={"MIMICRY_FEATURE_NETS": str(tmp_path / "nets")})
     scores = json.loads((trained_vqvae / "eval" / "metrics.json").read_text())
     assert scores["samples"] == 64 and 0 <= scores["metrics"]["shapes_read"] <= 1
+    assert scores["real_vs_real"]["shapes_read"] == 1.0
     assert scores["metrics"]["fid"] >= 0 and "fid" in scores["real_vs_real"]
 
 

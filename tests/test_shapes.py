@@ -73,3 +73,4 @@ def test_a_gan_trains_on_shapes_and_its_samples_are_read(tmp_path):
     assert summary(run_dir)["status"] == "completed"
     shapes_read = read_events(run_dir)["scalars"]["val/shapes_read"]
     assert shapes_read[-1][1] < 0.5  # four steps of a tiny GAN draw smudges, not shapes
+    assert read_events(run_dir)["scalars"]["val/shapes_read_floor"][-1][1] == 1.0  # real training images

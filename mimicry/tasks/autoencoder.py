@@ -86,7 +86,7 @@ class Autoencoder(ImageGeneration):
         train, val = datamodule.train_images(), datamodule.val_images()
         shown = torch.cat([val, train])[: len(self.shown_images)]
         self.shown_images.copy_(shown.repeat(math.ceil(len(self.shown_images) / len(shown)), 1, 1, 1)[: len(self.shown_images)])
-        if hasattr(self.model, "init_codebook"):  # k-means of the untrained encoder's outputs, once (not on resume)
+        if hasattr(self.model, "init_codebook"):  # k-means of the untrained encoder's outputs (a resumed run's checkpoint then replaces it)
             pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:KMEANS_IMAGES]
             self.model.init_codebook(train[pick])
         mean = train.mean(0, keepdim=True)  # what learning nothing predicts

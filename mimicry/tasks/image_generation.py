@@ -158,7 +158,11 @@ class ImageGeneration(ImitationTask):
         if "fid_floor" not in helpers:  # the same every time: the real images and reference do not change
             helpers["fid_floor"] = image_metrics(helpers["reference"], helpers["floor_images"], net, value_range="unit")["fid"]
         copies = memorization(fakes, helpers["bank"], net, value_range="unit", typical=helpers["typical_distance"])
-        metrics.update(fid_floor=helpers["fid_floor"], copy_rate=copies["copy_rate"], **self.factor_metrics(fakes))
+        factors = self.factor_metrics(fakes)
+        if factors and "factor_floor" not in helpers:  # the same real images read: what a perfect imitator gets
+            helpers["factor_floor"] = {f"{k}_floor": v for k, v in self.factor_metrics(helpers["floor_images"]).items()}
+        metrics.update(fid_floor=helpers["fid_floor"], copy_rate=copies["copy_rate"], **factors,
+                       **helpers.get("factor_floor", {}))
         for name, value in metrics.items():
             self.log(f"val/{name}", value)
         writer = self.tensorboard()
