@@ -45,6 +45,17 @@ class _QuietLightning(logging.Filter):
 
 
 logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_QuietLightning())
+
+
+def lightning_logs_into_the_run() -> None:
+    """Lightning's messages go where the run's log goes (train.log and the console). Imported before
+    logging was configured (by a plugin, a notebook, a test harness) it keeps a console handler of
+    its own and stops propagating, so its lines would miss train.log."""
+    lightning = logging.getLogger("pytorch_lightning")
+    if logging.getLogger().hasHandlers() and not lightning.propagate:
+        for handler in [h for h in lightning.handlers if type(h) is logging.StreamHandler]:
+            lightning.removeHandler(handler)
+        lightning.propagate = True
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 # rl's rollout loaders have a length and run in the training process (num_workers=0): nothing to warn of
 warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined.*")
@@ -55,6 +66,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     In a sweep, one job's failure (even a bug's exception) is recorded in its summary.json and
     log, and the sweep goes on to the next job; a single run lets a bug's traceback surface."""
+    lightning_logs_into_the_run()
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
@@ -232,6 +244,7 @@ def fit(cfg: DictConfig, run_dir: Path, choices: dict[str, str], record: RunReco
         if isinstance(logger, TensorBoardLogger):  # the other trackers got the config at fit start (ConfigParams)
             logger.log_hyperparams(flatten_config(OmegaConf.to_container(cfg, resolve=True)),
                                    metrics={f"final/{k}": v for k, v in metrics.items()})
+            logger.experiment.close()  # fit closed the writer; this reopened one, so flush it before exit
     return results
 
 

@@ -11,11 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
+import forked_cli
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 # Feature nets that tests build are cached per test session, never in the user's cache.
 FEATURE_NET_CACHE = Path(tempfile.mkdtemp(prefix="mimicry-feature-nets-"))
 os.environ["MIMICRY_FEATURE_NETS"] = str(FEATURE_NET_CACHE)
+os.environ["OMP_NUM_THREADS"] = "1"  # before tests/forked_cli.py's server imports torch
 torch.set_num_threads(1)
 
 # A GPT small enough that a 2-epoch lm run takes seconds on 2 CPU cores.
@@ -26,13 +29,19 @@ TINY_LM = [
 ]
 
 
-def run_mimicry(cwd: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`mimicry ARGS` in ``cwd`` (runs land in cwd/outputs), offline data root, output captured."""
+def run_mimicry(cwd: Path, *args: str, check: bool = True, env: dict | None = None,
+                fresh: bool = False) -> subprocess.CompletedProcess:
+    """`mimicry ARGS` in ``cwd`` (runs land in cwd/outputs), offline data root, output captured.
+    A new process each time, forked from one with torch and Lightning imported (tests/forked_cli.py);
+    ``fresh=True`` starts a new interpreter instead, for what must see a cold start."""
     full_env = {**os.environ, "MIMICRY_DATA": str(SHARED_DATA), "HYDRA_FULL_ERROR": "0",
                 # one thread per run: tests run two at a time on 2 cores (pytest -n 2)
                 "OMP_NUM_THREADS": "1", "MIMICRY_FEATURE_NETS": str(FEATURE_NET_CACHE), **(env or {})}
-    result = subprocess.run([sys.executable, "-m", "mimicry.cli", *args], cwd=cwd, env=full_env,
-                            capture_output=True, text=True, timeout=600)
+    if fresh:
+        result = subprocess.run([sys.executable, "-m", "mimicry.cli", *args], cwd=cwd, env=full_env,
+                                capture_output=True, text=True, timeout=600)
+    else:
+        result = forked_cli.run(list(args), cwd, full_env, timeout=600)
     if check and result.returncode != 0:
         raise AssertionError(f"mimicry {' '.join(args)} exited {result.returncode}\n"
                              f"--- stdout\n{result.stdout[-3000:]}\n--- stderr\n{result.stderr[-5000:]}")
