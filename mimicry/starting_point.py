@@ -34,9 +34,13 @@ def starting_data_options(cfg: DictConfig, resume_from: Path | None) -> dict[str
     tokenizer to what the run starts from. ``resume_from``: the checkpoint a resumed run continues."""
     init_from, typed = cfg.get("init_from"), typed_values()
     state = None
-    if is_hf(init_from) and (cfg.get("model") is not None or cfg.get("data") is not None):
+    # a model with a _target_ is built by the runner (task=lm); RL on text's (model.from_run) is read by its task
+    builds_model = cfg.get("model") is not None and cfg.model.get("_target_") is not None
+    if is_hf(init_from):
+        if not builds_model and cfg.get("data") is None:
+            return {}  # RL on text reads the folder itself
         pretrained = read_pretrained(init_from)
-        if cfg.get("model") is not None:
+        if builds_model:
             use_pretrained_model(cfg, pretrained.settings, init_from, typed)
         if cfg.get("data") is not None:
             state = pretrained.tokenizer

@@ -63,12 +63,12 @@ def hf_folder(init_from: str) -> Path:
         raise MimicryError(f"init_from={init_from}: no such folder; give a folder holding a GPT-2 checkpoint "
                            f"(config.json, model.safetensors, tokenizer.json), e.g. init_from=hf:/models/gpt2")
     offline = (f"init_from={init_from}: {name} is not a local folder, and fetching it from the Hugging Face hub "
-               f"needs the network; where there is one, download it (huggingface-cli download {name} "
-               f"--local-dir DIR) and give init_from=hf:DIR")
+               f"needs the network; where there is one, download it (hf download {name} --local-dir DIR, "
+               f"with pip install 'mimicry[hf]') and give init_from=hf:DIR")
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
-        raise MimicryError(offline + " (or pip install 'mimicry[hf]' for hub names)") from None
+        raise MimicryError(offline) from None
     try:  # data files only: no code is fetched, so none could be run
         return Path(snapshot_download(name, allow_patterns=HUB_FILES))
     except Exception as error:  # offline, unknown name, no permission: the hub client's kind of failure
