@@ -113,6 +113,14 @@ def test_a_bpe_run_samples_text_is_cached_beside_its_data_and_keeps_its_tokenize
     assert 0 < metrics["val/bits_per_byte"] < metrics["val/bits_per_char"] / 1.3
     (cache,) = tmp_path.glob("corpus.txt.bpe-320-*.json")
 
+    # beside a char run on the same text, compare puts both on bits per byte first (nats per token differ in kind)
+    char_dir = tmp_path / "char"
+    char_dir.mkdir()
+    run_mimicry(char_dir, "train", *TINY_LM, "data=text", f"data.path={data}")
+    table = run_mimicry(tmp_path, "compare", str(run_dir), str(run_dirs(char_dir)[0])).stdout
+    assert "val/bits_per_byte" in table and table.index("val/bits_per_byte") < table.index("val/loss")
+    assert "data.tokenizer" in table
+
     # sampling: the checkpoint's tokenizer, with the data and its cache gone
     data.unlink(), cache.unlink()
     task = load_task(run_dir)
