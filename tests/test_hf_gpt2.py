@@ -191,3 +191,10 @@ def test_lm_fine_tunes_from_hf_samples_with_its_tokenizer_and_rl_starts_from_it(
     (rl_run,) = run_dirs(rl_dir)
     assert summary(rl_run)["status"] == "completed"
     assert summary(rl_run)["metrics"]["rollout/generated_tokens"] == 48
+    # its checkpoint carries the folder's settings and tokenizer: sampling needs neither the folder nor transformers
+    moved = shutil.move(folder, tmp_path / "moved")
+    try:
+        (written,) = load_task(rl_run).generate_samples(tmp_path, n=2, seed=0)
+    finally:
+        shutil.move(moved, folder)
+    assert written.read_text(encoding="utf-8").count("[reward ") == 2 and "The" in written.read_text(encoding="utf-8")

@@ -64,7 +64,7 @@ class BPETokenizer:
     def decode(self, ids: torch.Tensor | list[int]) -> str:
         ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
         own = self.tokenizer.get_vocab_size(with_added_tokens=True)
-        return self.tokenizer.decode([i for i in ids if i < own])  # padded rows stand for no text
+        return self.tokenizer.decode([i for i in ids if i < own], skip_special_tokens=False)  # padded rows: no text
 
     def byte_lengths(self) -> torch.Tensor:
         """UTF-8 bytes each id stands for (vocab_size,). In a byte-level vocabulary every character of a
