@@ -54,9 +54,13 @@ def test_a_damaged_bpe_state_is_one_line(state):
     assert "\n" not in str(error.value)
 
 
-def test_vocab_size_must_leave_room_for_merges():
+def test_vocab_size_must_leave_room_for_merges_and_a_short_text_says_how_many_it_gives(caplog):
     with pytest.raises(MimicryError, match="data.vocab_size=256: .*starts from the 256 byte values"):
         build_tokenizer("bpe", CORPUS, 256)
+    with caplog.at_level(logging.WARNING):
+        small = build_tokenizer("bpe", "abc abd " * 50, 5000)
+    assert small.vocab_size < 300 and f"this text gives only {small.vocab_size} BPE tokens" in caplog.text
+    assert small.decode(small.encode("abc abd xyz")) == "abc abd xyz"
 
 
 def test_the_cache_is_file_safe_reused_and_a_damaged_one_rebuilt(tmp_path, monkeypatch, caplog):

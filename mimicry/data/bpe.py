@@ -45,7 +45,11 @@ class BPETokenizer:
         lines = text.splitlines(keepends=True)  # newlines kept: merges like "\n\n" are learned too
         tokenizer.train_from_iterator(("".join(lines[i:i + 1000]) for i in range(0, len(lines), 1000)), trainer,
                                       length=len(lines) // 1000 + 1)
-        return cls(tokenizer)
+        trained = cls(tokenizer)
+        if trained.vocab_size < vocab_size:  # the text ran out of pairs worth merging
+            log.warning(f"data.vocab_size={vocab_size}: this text gives only {trained.vocab_size} BPE tokens; "
+                        f"the model uses {trained.vocab_size}")
+        return trained
 
     @classmethod
     def from_json(cls, text: str, source: str, vocab_size: int | None = None) -> "BPETokenizer":
