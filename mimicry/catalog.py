@@ -42,4 +42,6 @@ def print_catalog() -> int:
                     print(f"  {'':<18}   {kind}: {', '.join(allowed)}")
         print()
     print("Choose with group=option, e.g. `mimicry train task=lm data=tinyshakespeare trainer=gpu`.")
+    print("Text runs (task=lm, task=rl env=text) start from init_from=RUN_DIR (a trained lm run) or "
+          "init_from=hf:DIR (a local Hugging Face GPT-2 folder, with its tokenizer).")
     return 0

@@ -17,6 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 from mimicry.errors import MimicryError
 from mimicry.recipe import compose_recipe, plain_tree
 
+PRETRAINED_PREFIX = "hf:"  # init_from=hf:DIR (mimicry/models/hf_gpt2.py reads it)
+
 
 def find_checkpoint(path: str | Path, prefer: str = "best") -> Path:
     """A .ckpt file, or a run directory (its best checkpoint, else last)."""
@@ -135,10 +137,15 @@ def _first_problem(error: RuntimeError) -> str:
     return lines[1] if len(lines) > 1 else lines[0] if lines else type(error).__name__
 
 
-def load_weights_into(task: torch.nn.Module, path: str | Path) -> Path:
+def load_weights_into(task: torch.nn.Module, path: str | Path) -> Path | str:
     """``init_from``: copy a trained model's weights into a freshly built task of the same kind."""
     if hasattr(task, "init_weights_from"):  # a task that starts from another task's run (RL on text: an lm run)
         return task.init_weights_from(path)
+    if str(path).startswith(PRETRAINED_PREFIX):  # hf:DIR: pretrained GPT weights, which the task reads itself
+        if not hasattr(task, "start_from_pretrained"):
+            raise MimicryError(f"init_from={path} starts a text model from GPT-2 weights: use task=lm or "
+                               f"task=rl env=text, not {type(task).__name__}")
+        return task.start_from_pretrained(str(path))
     ckpt_path = find_checkpoint(path, prefer="best")
     checkpoint = read_checkpoint(ckpt_path)
     expected = f"{type(task).__module__}.{type(task).__qualname__}"

@@ -21,11 +21,18 @@ LABEL_MAX = 150  # characters of a run's label (its differing hyperparameters) a
 HIGHER_IS_BETTER = ("return", "reward", "acc", "precision", "recall", "coverage", "score", "per_sec", "success")
 
 
+# lm runs with different tokens: nats per token do not compare, bits per byte of the same text do
+TOKEN_KEYS, PER_BYTE = ("data.tokenizer", "data.vocab_size"), "val/bits_per_byte"
+
+
 def default_metrics(runs: list[Run]) -> list[str]:
-    """The runs' monitored metrics (one per task, usually); else the val/* metrics they report."""
+    """The runs' monitored metrics (one per task, usually); else the val/* metrics they report.
+    Text runs whose tokenizers differ get val/bits_per_byte first: the one axis they share."""
     monitored = [run.monitor[0] for run in runs if run.monitor[0]]
     if monitored:
-        return list(dict.fromkeys(monitored))
+        shared_axis = (all(PER_BYTE in run.summary.get("metrics", {}) for run in runs)
+                       and any(len({run.value(key) for run in runs}) > 1 for key in TOKEN_KEYS))
+        return list(dict.fromkeys([PER_BYTE] * shared_axis + monitored))
     reported = sorted({name for run in runs for name in run.summary.get("metrics", {}) if name.startswith("val/")})
     if not reported:
         raise MimicryError("the runs name no monitored metric and report no val/* metric; choose one with --metric")

@@ -28,7 +28,7 @@ from mimicry.saved_overrides import vet_overrides
 
 FIXED_OVERRIDES_ENV = "MIMICRY_FIXED_OVERRIDES"  # overrides shared by every job of this sweep (JSON list)
 RUN_ID_ENV = "MIMICRY_RUN_ID"  # one id per command, inherited by launcher workers and DDP ranks
-NOT_IN_NAMES = ("resume", "resume_sweep", "init_from", "data.root", "data.path")  # paths: too long to name by
+NOT_IN_NAMES = ("resume", "resume_sweep", "init_from", "data.root", "data.path", "data.cache_dir")  # paths: too long to name by
 
 
 def run_id() -> str:

@@ -23,7 +23,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from mimicry.callbacks import ConfigParams, SummaryRefresh
 from mimicry.callbacks.run_summary import scalar_metrics
-from mimicry.checkpoints import build_task, load_weights_into, read_checkpoint, saved_data_spec
+from mimicry.checkpoints import build_task, load_weights_into, read_checkpoint
 from mimicry.config_checks import check_settings
 from mimicry import provenance
 from mimicry.errors import DivergedError, MimicryError
@@ -32,6 +32,7 @@ from mimicry.recipe import record_recipe
 from mimicry.run_reading import flatten_config
 from mimicry.trackers import finish_trackers, tensorboard_writer
 from mimicry.run_record import RunRecord, read_summary
+from mimicry.starting_point import starting_data_options
 
 log = logging.getLogger("mimicry")
 
@@ -195,11 +196,10 @@ def fit(cfg: DictConfig, run_dir: Path, choices: dict[str, str], record: RunReco
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     fine_tune = cfg.get("init_from") and not cfg.get("resume")
-    data_options = {}
-    if fine_tune:  # keep the pretrained model's tokenizer, so its ids mean the same thing
-        spec = saved_data_spec(cfg.init_from)
-        if spec.get("kind") == "text":
-            data_options["tokenizer_state"] = spec["tokenizer"]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    continues = cfg.get("resume") or cfg.get("resume_sweep")
+    # the model's tokenizer (and an hf: model's settings), so that its ids mean what its weights learned
+    data_options = starting_data_options(cfg, last if continues and last.is_file() else None)
     # A task that makes its own data (an RL task's rollouts) runs with `data: null` and its own
     # train_dataloader; every other task gets its datamodule here.
     datamodule = instantiate(cfg.data, **data_options) if cfg.get("data") is not None else None
@@ -210,7 +210,6 @@ def fit(cfg: DictConfig, run_dir: Path, choices: dict[str, str], record: RunReco
         log.info(f"initialised weights from {load_weights_into(task, cfg.init_from)}")
 
     ckpt_path = None
-    last = run_dir / "checkpoints" / "last.ckpt"
     if cfg.get("resume"):
         if not last.is_file():
             raise MimicryError(f"nothing to resume: {last} does not exist (the run stopped before its "

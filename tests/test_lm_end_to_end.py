@@ -72,6 +72,7 @@ def test_multirun_sweep_makes_one_run_directory_per_value(tmp_path):
 def test_list_and_compare(trained_lm, tmp_path):
     listing = run_mimicry(tmp_path, "list").stdout
     assert "lm " in listing and "next_token" in listing and "tinyshakespeare" in listing
+    assert "data.tokenizer=char|byte|bpe" in listing and "init_from=hf:DIR" in listing
     table = run_mimicry(tmp_path, "compare", str(trained_lm.parent)).stdout
     assert "completed" in table and "val/loss" in table
 

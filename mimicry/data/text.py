@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from mimicry.data.bpe import cache_path
 from mimicry.data.tokenizers import build_tokenizer, tokenizer_from_state
 from mimicry.errors import MimicryError
 
@@ -19,11 +20,17 @@ def pydoc_text() -> str:
     return "\n\n".join(topics[name] for name in sorted(topics))
 
 
-def read_text_file(path: str | Path, root: str | None = None) -> str:
-    """Read a UTF-8 file; a relative ``path`` is looked up under ``root`` when one is given."""
+def text_file_path(path: str | Path, root: str | None = None) -> Path:
+    """Where a text file is: a relative ``path`` is looked up under ``root`` when one is given."""
     path = Path(path).expanduser()
     if root is not None and not path.is_absolute():
         path = Path(root).expanduser() / path
+    return path
+
+
+def read_text_file(path: str | Path, root: str | None = None) -> str:
+    """Read a UTF-8 file; a relative ``path`` is looked up under ``root`` when one is given."""
+    path = text_file_path(path, root)
     if not path.is_file():
         where = (f" (looked under data.root={root}: put the file there, or point data.root or MIMICRY_DATA "
                  f"at a folder that holds it)") if root is not None else " (check data.path)"
@@ -88,6 +95,8 @@ class TextDataModule(pl.LightningDataModule):
     ``val_batches`` fixed, evenly spaced batches of the held-out tail (and ``train_eval_batches``
     of the training text, logged as ``val/train_loss``). ``train_fraction`` keeps
     the first share of the training split (the validation split stays the same).
+    ``tokenizer="bpe"`` trains ``vocab_size`` byte-level BPE tokens on the whole text, cached
+    beside the data file (or in ``cache_dir``).
     """
 
     def __init__(
@@ -107,6 +116,8 @@ class TextDataModule(pl.LightningDataModule):
         train_fraction: float = 1.0,
         order: str = "auto",
         train_eval_batches: int = 0,
+        vocab_size: int = 1024,
+        cache_dir: str | None = None,
     ):
         super().__init__()
         self.name, self.path, self.block_size, self.batch_size = name, path, block_size, batch_size
@@ -119,6 +130,7 @@ class TextDataModule(pl.LightningDataModule):
         if not 0.0 < train_fraction <= 1.0:
             raise MimicryError(f"data.train_fraction={train_fraction}: must be in (0, 1], e.g. data.train_fraction=0.1")
         self.train_fraction, self.order, self.train_eval_batches = train_fraction, order, train_eval_batches
+        self.vocab_size, self.cache_dir = vocab_size, cache_dir
         # A pretrained model's tokenizer (fine-tuning) wins over fitting a new one.
         self.tokenizer = tokenizer_from_state(tokenizer_state) if tokenizer_state else None
         self.train_tokens: torch.Tensor | None = None
@@ -128,7 +140,7 @@ class TextDataModule(pl.LightningDataModule):
             return
         text = pydoc_text() if self.path is None else read_text_file(self.path, self.root)
         if self.tokenizer is None:
-            self.tokenizer = build_tokenizer(self.tokenizer_kind, text)
+            self.tokenizer = build_tokenizer(self.tokenizer_kind, text, self.vocab_size, self.bpe_cache(text))
         tokens = self.tokenizer.encode(text)
         n_val = int(len(tokens) * self.val_fraction)
         self.train_tokens, self.val_tokens = tokens[: len(tokens) - n_val], tokens[len(tokens) - n_val :]
@@ -140,6 +152,12 @@ class TextDataModule(pl.LightningDataModule):
                 f"in both train and validation ({self.val_fraction:.0%} held out, train_fraction="
                 f"{self.train_fraction:g}); use a longer file, a larger data.train_fraction or a smaller model.block_size"
             )
+
+    def bpe_cache(self, text: str) -> Path | None:
+        if self.tokenizer_kind != "bpe":
+            return None
+        data_file = None if self.path is None else text_file_path(self.path, self.root).resolve()
+        return cache_path(text, self.vocab_size, data_file.name if data_file else self.name, data_file, self.cache_dir)
 
     def spec(self) -> dict:
         """What a model needs to know about this data, as plain values (saved in checkpoints)."""

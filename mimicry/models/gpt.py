@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mimicry.errors import MimicryError
+
 KVCache = list  # one (keys, values) pair per layer, each (B, heads, T, head_dim); empty = nothing cached
 
 
@@ -42,17 +44,22 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.proj(y)), (k, v)
 
 
+#: model.activation → nn.GELU's approximation; GPT-2's own weights were trained with the tanh one ("gelu_new")
+GELUS = {"gelu": "none", "gelu_tanh": "tanh"}
+
+
 class Block(nn.Module):
     """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
 
-    def __init__(self, n_embd: int, n_head: int, dropout: float, bias: bool):
+    def __init__(self, n_embd: int, n_head: int, dropout: float, bias: bool, activation: str = "gelu",
+                 norm_eps: float = 1e-5):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(n_embd, bias=bias)
+        self.ln_1 = nn.LayerNorm(n_embd, eps=norm_eps, bias=bias)
         self.attn = CausalSelfAttention(n_embd, n_head, dropout, bias)
-        self.ln_2 = nn.LayerNorm(n_embd, bias=bias)
+        self.ln_2 = nn.LayerNorm(n_embd, eps=norm_eps, bias=bias)
         self.mlp = nn.Sequential(
-            nn.Linear(n_embd, 4 * n_embd, bias=bias), nn.GELU(), nn.Linear(4 * n_embd, n_embd, bias=bias),
-            nn.Dropout(dropout),
+            nn.Linear(n_embd, 4 * n_embd, bias=bias), nn.GELU(approximate=GELUS[activation]),
+            nn.Linear(4 * n_embd, n_embd, bias=bias), nn.Dropout(dropout),
         )
 
     def forward(self, x: torch.Tensor, past=None):
@@ -63,14 +70,17 @@ class Block(nn.Module):
 
 class GPT(nn.Module):
     def __init__(self, vocab_size: int, block_size: int = 64, n_layer: int = 4, n_head: int = 4,
-                 n_embd: int = 128, dropout: float = 0.0, bias: bool = False):
+                 n_embd: int = 128, dropout: float = 0.0, bias: bool = False, activation: str = "gelu",
+                 norm_eps: float = 1e-5):
         super().__init__()
+        if activation not in GELUS:
+            raise MimicryError(f"model.activation={activation!r}: choose one of {', '.join(GELUS)}")
         self.vocab_size, self.block_size = vocab_size, block_size
         self.token_embedding = nn.Embedding(vocab_size, n_embd)
         self.position_embedding = nn.Embedding(block_size, n_embd)
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(n_embd, n_head, dropout, bias) for _ in range(n_layer))
-        self.ln_f = nn.LayerNorm(n_embd, bias=bias)
+        self.blocks = nn.ModuleList(Block(n_embd, n_head, dropout, bias, activation, norm_eps) for _ in range(n_layer))
+        self.ln_f = nn.LayerNorm(n_embd, eps=norm_eps, bias=bias)
         self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
         self.lm_head.weight = self.token_embedding.weight  # tied input and output embeddings
         self.apply(self._init_weights)

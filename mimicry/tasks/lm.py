@@ -8,9 +8,12 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 from torch.utils.tensorboard import SummaryWriter
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, SumMetric
 
 from mimicry.data.tokenizers import tokenizer_from_state
+from mimicry.errors import MimicryError
+from mimicry.models.gpt import GPT
+from mimicry.models.hf_gpt2 import read_pretrained
 from mimicry.tasks.base import ImitationTask
 from mimicry.tasks.counted_fit import CountedFit
 
@@ -26,6 +29,9 @@ class LanguageModeling(CountedFit, ImitationTask):
         self.tokenizer = tokenizer_from_state(data_spec["tokenizer"])
         self.model = instantiate(model, vocab_size=data_spec["vocab_size"])
         self.val_nll = MeanMetric()
+        # bits per byte: the same axis for char, byte and BPE tokens (not saved: the tokenizer says it)
+        self.register_buffer("token_bytes", self.tokenizer.byte_lengths(), persistent=False)
+        self.val_nats, self.val_bytes = SumMetric(), SumMetric()
 
     def imitation(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         reference = tokens[:, 1:]                 # the next token of real text
@@ -41,14 +47,35 @@ class LanguageModeling(CountedFit, ImitationTask):
         if dataloader_idx == 1:  # fixed training windows (data.train_eval_batches): the loss on text it learned from
             self.imitate(*self.imitation(tokens), stage="val", name="train_loss")
             return
-        loss = self.imitate(*self.imitation(tokens), stage="val")
+        prediction, reference = self.imitation(tokens)
+        loss = self.imitate(prediction, reference, stage="val")
         self.val_nll.update(loss)
+        self.val_nats.update(loss.detach().float() * reference.numel())  # the loss is a mean over the tokens
+        self.val_bytes.update(self.token_bytes[reference].sum())         # the UTF-8 bytes those tokens spell
 
     def on_validation_epoch_end(self) -> None:
         nll = self.val_nll.compute()  # nats per token
         self.log("val/perplexity", nll.exp(), sync_dist=True)
-        self.log("val/bits_per_char", nll / math.log(2), sync_dist=True)
-        self.val_nll.reset()
+        self.log("val/bits_per_char", nll / math.log(2), sync_dist=True)  # per token: per character for char
+        self.log("val/bits_per_byte", self.val_nats.compute() / math.log(2) / self.val_bytes.compute().clamp(min=1),
+                 sync_dist=True)
+        for metric in (self.val_nll, self.val_nats, self.val_bytes):
+            metric.reset()
+
+    def start_from_pretrained(self, init_from: str) -> str:
+        """``init_from=hf:DIR``: GPT-2 weights from a Hugging Face folder (the runner built this model from
+        its config.json, and the data from its tokenizer)."""
+        if not isinstance(self.model, GPT):
+            raise MimicryError(f"init_from={init_from} loads GPT-2 weights: it needs model=gpt")
+        pretrained = read_pretrained(init_from)
+        weights = pretrained.weights(self.model.block_size)
+        try:
+            self.model.load_state_dict(weights)
+        except RuntimeError as error:  # the runner sets the settings from the same config.json: a changed folder
+            raise MimicryError(f"init_from={init_from}: its weights do not fit this run's model "
+                               f"({str(error).splitlines()[-1].strip()[:120]}); keep model settings as config.json "
+                               f"says (only model.block_size may be smaller)") from None
+        return str(pretrained.folder)
 
     def count_items(self, tokens: torch.Tensor) -> int:
         return tokens[:, 1:].numel()

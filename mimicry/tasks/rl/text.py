@@ -26,6 +26,7 @@ from mimicry.checkpoints import checkpoint_task_name, find_checkpoint, read_chec
 from mimicry.data.tokenizers import tokenizer_from_state
 from mimicry.errors import MimicryError
 from mimicry.models.gpt import GPT
+from mimicry.models.hf_gpt2 import is_hf, read_pretrained
 from mimicry.recipe import as_plain
 from mimicry.rewards import build_reward, check_reward
 from mimicry.rewards.loading import as_scores
@@ -55,7 +56,11 @@ def read_lm_run(init_from: str | None) -> dict[str, Any]:
     """What the policy is built from: the lm run's GPT settings and tokenizer, as plain values."""
     if not init_from:
         raise MimicryError("env=text fine-tunes a trained language model: give init_from=LM_RUN_DIR "
-                           "(a run of task=lm, e.g. mimicry train experiment=lm_baby_gpt)")
+                           "(a run of task=lm, e.g. mimicry train experiment=lm_baby_gpt) or init_from=hf:DIR")
+    if is_hf(init_from):  # pretrained GPT-2 weights: settings and tokenizer from its folder
+        pretrained = read_pretrained(init_from)
+        return {"model": pretrained.settings, "tokenizer": pretrained.tokenizer, "vocab_size": pretrained.vocab_size,
+                "run": init_from}
     path = find_checkpoint(init_from)
     checkpoint = read_checkpoint(path)
     if checkpoint_task_name(checkpoint) != LM_TASK:
@@ -69,7 +74,9 @@ def read_lm_run(init_from: str | None) -> dict[str, Any]:
 
 
 def lm_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """The GPT weights of an lm run's checkpoint (its task keeps them under ``model.``)."""
+    """The GPT weights of an lm run's checkpoint (its task keeps them under ``model.``), or of hf:DIR."""
+    if is_hf(str(path)):
+        return read_pretrained(str(path)).weights()
     checkpoint = read_checkpoint(find_checkpoint(path))
     return {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
 
@@ -143,7 +150,7 @@ class TextReinforcementTask(ReinforcementTask):
     def init_weights_from(self, path: str | Path) -> Path:
         """Called by the runner for ``init_from`` (mimicry/checkpoints.py)."""
         self.start_from(lm_weights(path))
-        return find_checkpoint(path)
+        return str(path) if is_hf(str(path)) else find_checkpoint(path)
 
     def start_from(self, state: dict[str, torch.Tensor]) -> None:
         """A GPT's weights become both the policy's start and the frozen reference."""
