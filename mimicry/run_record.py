@@ -22,8 +22,9 @@ STATUSES = ("running", "completed", "failed", "diverged")
 class RunRecord:
     def __init__(self, run_dir: Path, task: str, overrides: list[str]):
         self.path = Path(run_dir) / "summary.json"
-        self.data: dict[str, Any] = {"task": task, "overrides": list(overrides),
-                                     "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        # milliseconds: the jobs of a sweep of tiny models start within one second of each other
+        started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        self.data: dict[str, Any] = {"task": task, "overrides": list(overrides), "started": started}
         self._start = time.perf_counter()
         if self.path.exists():  # a resumed run keeps its history
             previous, _ = read_summary_file(self.path)
