@@ -11,6 +11,11 @@ after it; and wall / CPU time. → scripts/results/bench_rl.json
     python scripts/bench_rl.py --algos ppo dqn --seeds 0 1 2
     python scripts/bench_rl.py --algos ppo --seeds 0 --eval-every 2048
 
+dqn: "a DQN that stays solved": default `algo=dqn`, seeds 0-2 to the whole budget; per seed the first
+evaluation ≥ 475, the final one and the worst one after the first. → scripts/results/bench_rl_dqn.json
+
+    python scripts/bench_rl.py --section dqn
+
 speed: env steps/s (acting and learning, evaluation excluded) of `algo=ppo` and `algo=dqn` through
 the CLI, each next to a plain PyTorch loop of the same algorithm built from the same pieces
 (rollout, network, objective, optimizer): the cost of Lightning. Measured alternately, back to back,
@@ -23,7 +28,8 @@ imitation: PPO (a critic's per-action reward), the Decision Transformer (a model
 for a high one) and filtered / plain behaviour cloning (imitate the best / all attempts):
 
     python scripts/bench_rl.py --section dt_cartpole   # DT on a recorded PPO + random dataset, asked for 500
-    python scripts/bench_rl.py --section key_to_door   # DT, %BC, BC from 1,000 random-policy episodes
+    python scripts/bench_rl.py --section key_to_door   # DT (context: the whole episode), %BC, BC from 1,000 random episodes
+    python scripts/bench_rl.py --section key_to_door_show_key   # the same on env.show_key=true (DT: one step of context)
     python scripts/bench_rl.py --section door_key      # MiniGrid DoorKey-5x5: PPO, and DT / %BC / BC from random episodes
     python scripts/bench_rl.py --section plot          # docs/rl_routes.png from the JSON files
 """
@@ -278,6 +284,29 @@ def main() -> None:
                      "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared, loaded)",
                      "summary": summary, "runs": runs})
     print(f"wrote {args.out}")
+
+
+def section_dqn(workdir: Path, seeds: tuple[int, ...] = (0, 1, 2), eval_every: int = 2500) -> None:
+    """DQN that stays solved: default `task=rl algo=dqn`, each seed run to its whole budget (no early
+    stop), a greedy evaluation (10 episodes) every 2,500 env steps. Per seed: the first evaluation
+    ≥ 475 (env steps), the final one, and the worst one after the first. Passes when the final one is
+    ≥ 475 on every seed and none after the first 475 is below 400."""
+    out = str(REPO / "scripts/results/bench_rl_dqn.json")
+    runs = []
+    for seed in seeds:
+        run = budget_run("dqn", seed, eval_every, workdir)
+        run["holds"] = run["final"] >= TARGET and (run["worst_after_first"] is None or run["worst_after_first"] >= 400)
+        runs.append(run)
+        write(out, {"partial": True, "runs": runs})
+        print(f"dqn seed {seed}: first solve {run['first_success']}, final {run['final']:.1f}, worst after first "
+              f"solve {run['worst_after_first']}, {run['wall_s']} s wall, {run['cpu_s']} CPU-s", flush=True)
+    passed = all(r["holds"] for r in runs)
+    results = {"target_return": TARGET, "criterion": "final ≥ 475 on every seed; no evaluation after the first "
+               "≥ 475 below 400", "passed": passed, "eval_every": eval_every, "machine": machine(),
+               "per_seed": [{k: r[k] for k in ("seed", "first_success", "final", "worst_after_first", "holds")}
+                            for r in runs], "runs": runs}
+    write(out, results)
+    print(f"{'PASSED' if passed else 'FAILED'}: {results['criterion']}; wrote {out}")
 
 
 def write(path: str, results: dict) -> None:
@@ -561,7 +590,7 @@ def section_plot(workdir: Path) -> None:
     print(f"wrote {out}")
 
 
-SECTIONS = {"speed": section_speed, "dt_cartpole": section_dt_cartpole, "key_to_door": section_key_to_door,
+SECTIONS = {"dqn": section_dqn, "speed": section_speed, "dt_cartpole": section_dt_cartpole, "key_to_door": section_key_to_door,
             "key_to_door_show_key": section_key_to_door_show_key, "door_key": section_door_key, "plot": section_plot}
 
 

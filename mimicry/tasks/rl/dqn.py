@@ -96,15 +96,20 @@ class DQN(ReinforcementTask):
         return self.algo["train_freq"]
 
     # ---- learning ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def td_reference(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """r + γ·Q_target(s', a'): a' is the target network's best action, or with Double DQN the
+        online network's (the target network still gives its value)."""
+        next_online = self.model(batch["next_obs"]) if self.algo["double_dqn"] else None
+        return q_target(batch["reward"], batch["terminated"], self.target(batch["next_obs"]), next_online,
+                        self.algo["gamma"])
+
     def training_step(self, replayed: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         if not replayed:
             return None  # the buffer is still filling
         for start in range(0, len(replayed["obs"]), self.algo["batch_size"]):
             batch = {k: v[start:start + self.algo["batch_size"]] for k, v in replayed.items()}
-            with torch.no_grad():
-                next_online = self.model(batch["next_obs"]) if self.algo["double_dqn"] else None
-                reference = q_target(batch["reward"], batch["terminated"], self.target(batch["next_obs"]),
-                                     next_online, self.algo["gamma"])
+            reference = self.td_reference(batch)
             prediction = self.model(batch["obs"]).gather(1, batch["action"].unsqueeze(1)).squeeze(1)
             loss = self.compare(prediction, reference)
             self.step_optimizer(loss)
