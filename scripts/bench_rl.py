@@ -258,7 +258,8 @@ def main() -> None:
         workdir = Path(args.workdir or tempfile.mkdtemp(prefix=f"bench_rl_{args.section}_"))
         workdir.mkdir(parents=True, exist_ok=True)
         if args.section.startswith("key_to_door"):
-            section_key_to_door(workdir, show_key=args.section.endswith("show_key"), routes=args.routes)
+            section_key_to_door(workdir, show_key=args.section.endswith("show_key"), routes=args.routes,
+                                run_seeds=args.seeds)
         else:
             SECTIONS[args.section](workdir)
         return
@@ -449,12 +450,14 @@ OFFLINE_BC = ["algo.updates=3000", "algo.updates_per_eval=1000"]
 PAPER_KEY_TO_DOOR = {"decision_transformer": 0.718, "filtered_bc_top10": 0.699, "bc": 0.014}
 
 
-def section_key_to_door(workdir: Path, show_key: bool = False, routes: list[str] | None = None) -> None:
+def section_key_to_door(workdir: Path, show_key: bool = False, routes: list[str] | None = None,
+                        run_seeds: list[int] = (0, 1, 2)) -> None:
     """Key-to-Door from 1,000 random-policy episodes: success rate (eval return mean over 100 greedy
     episodes) of DT, %BC (top 10%) and BC, seeds 0-2 each. The paper (1,000 random trajectories):
     71.8%, 69.9%, 1.4%. Default: the later rooms hide the key (DT with a context spanning the episode);
     show_key: today's Markov version (env.show_key=true, DT with one step of context)."""
-    seeds = {route: [0, 1, 2] for route in routes or PAPER_KEY_TO_DOOR}  # (--routes: some only, e.g. in a second process)
+    # (--routes, --seeds: some only, e.g. in a second process; a last run of all of them writes the whole JSON)
+    seeds = {route: list(run_seeds) for route in routes or PAPER_KEY_TO_DOOR}
     name = "key_to_door_show_key" if show_key else "key_to_door"
     options = {"show_key": show_key}
     dataset = random_dataset("key_to_door", 1000, workdir / f"{name}_random_1000.npz", env_options=options)
