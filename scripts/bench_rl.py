@@ -572,7 +572,7 @@ def section_plot(workdir: Path) -> None:
         ax.axhline(k2d["dataset"]["success_rate"], ls=":", color="black", lw=1,
                    label=f"the random policy that recorded it: {k2d['dataset']['success_rate']:.3f}")
         ax.set_xticks(range(3), ["DT", "%BC (top 10%)", "BC"])
-    ax.set(title="Key-to-Door (ours; the key held is hidden after its room), from 1,000 random episodes",
+    ax.set(title="Key-to-Door (key hidden after its room), 1,000 random episodes",
            ylabel="success rate (100 greedy episodes)", ylim=(0, 1.4), yticks=[0, 0.2, 0.4, 0.6, 0.8, 1.0])
 
     door = load("bench_rl_door_key.json")

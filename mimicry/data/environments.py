@@ -141,7 +141,8 @@ def check_env_options(name: str, options: dict | None) -> dict:
 
 def option_overrides(options: dict | None) -> list[str]:
     """Environment options as the command line sets them, e.g. ["env.show_key=false"]."""
-    return [f"env.{key}={str(value).lower() if isinstance(value, bool) else value}" for key, value in (options or {}).items()]
+    return [f"env.{key}={str(value).lower() if isinstance(value, bool) else value}"
+            for key, value in (options or {}).items()]
 
 
 def make_env(name: str, render_mode: str | None = None, options: dict | None = None) -> gym.Env:

@@ -68,7 +68,8 @@ class DQN(ReinforcementTask):
     def batches(self) -> Iterator[dict[str, torch.Tensor]]:
         a = self.algo
         if self.rollout is None:
-            self.rollout = VectorRollout(self.spec.name, a["num_envs"], self.hparams.seed + self.env_steps, self.spec.options)
+            self.rollout = VectorRollout(self.spec.name, a["num_envs"], self.hparams.seed + self.env_steps,
+                                         self.spec.options)
             self.buffer = ReplayBuffer(a["buffer_size"], self.spec.obs_dim)
         end = self.epoch_end_env_steps()
         while self.env_steps < end:

@@ -49,7 +49,8 @@ class FilteredBC(ReinforcementTask):
         """A batch of whole episodes played with the current (sampling) policy."""
         a = self.algo
         if self.rollout is None:
-            self.rollout = VectorRollout(self.spec.name, a["num_envs"], self.hparams.seed + self.env_steps, self.spec.options)
+            self.rollout = VectorRollout(self.spec.name, a["num_envs"], self.hparams.seed + self.env_steps,
+                                         self.spec.options)
         before = self.rollout.env_steps
         episodes = self.rollout.collect_episodes(lambda obs: self.act(obs.to(self.device), greedy=False).cpu(),
                                                  a["episodes_per_iteration"])

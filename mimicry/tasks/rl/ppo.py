@@ -55,7 +55,8 @@ class PPO(ReinforcementTask):
         """One rollout with the current policy, turned into a reference: advantages and returns."""
         a = self.algo
         if self.rollout is None:
-            self.rollout = VectorRollout(self.spec.name, a["num_envs"], self.hparams.seed + self.env_steps, self.spec.options)
+            self.rollout = VectorRollout(self.spec.name, a["num_envs"], self.hparams.seed + self.env_steps,
+                                         self.spec.options)
         data = self.rollout.collect(self.policy_step, a["n_steps"])   # (T, N, ...)
         with torch.no_grad():
             next_values = self.model.value(data["next_obs"].to(self.device)).cpu()
