@@ -18,8 +18,11 @@
   the w of a second z, so neighbouring layers cannot rely on sharing one style.
 - truncation: w ← w_avg + psi·(w − w_avg); w_avg is an EMA of the mapping's outputs over training
   (a buffer, so it is saved in the checkpoint). psi = 0 draws the "mean image" for every z.
-- equalised learning rate: weights are stored as N(0, 1) and scaled by 1/sqrt(fan_in) at run time;
-  the mapping also learns 100× slower (lr_multiplier 0.01), as in the paper.
+- equalised learning rate: weights are stored as N(0, 1) / m and used as m · w / sqrt(fan_in), so
+  an Adam step moves every layer by the same share of its scale, m times optim.lr. StyleGAN2
+  trains at lr 0.0025; the GAN task's lr is DCGAN's 2e-4 (for weights of std 0.02, a far larger
+  share), so `lr_multiplier` (m, 10 by default) brings this generator to StyleGAN2's pace without a
+  learning rate of its own. The mapping learns 100× slower still (×0.01), as in the paper.
 
 Sizes as the DCGAN (16, 20, 24, 28, 32): the constant is size/4 and two ×2 upsamplings (bilinear)
 reach the image size, so 28×28 MNIST needs no padding. The output is linear (no Tanh, as in the
@@ -52,7 +55,7 @@ class EqualLinear(nn.Module):
                  activate: bool = False):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_multiplier)
-        self.bias = nn.Parameter(torch.full((out_features,), float(bias_init)))
+        self.bias = nn.Parameter(torch.full((out_features,), float(bias_init) / lr_multiplier))
         self.weight_gain, self.bias_gain = lr_multiplier / math.sqrt(in_features), lr_multiplier
         self.activate = activate
 
@@ -78,11 +81,13 @@ def modulated_conv2d(x: Tensor, weight: Tensor, styles: Tensor, demodulate: bool
 class StyleConv(nn.Module):
     """(×2 upsampling) → modulated 3×3 conv → + scaled noise → + bias → leaky ReLU."""
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, upsample: bool = False):
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, upsample: bool = False,
+                 lr_multiplier: float = 1.0):
         super().__init__()
-        self.upsample = upsample
-        self.affine = EqualLinear(w_dim, in_channels, bias_init=1.0)  # styles start at 1: the plain conv
-        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 3, 3))
+        self.upsample, self.lr_multiplier = upsample, lr_multiplier
+        self.affine = EqualLinear(w_dim, in_channels, bias_init=1.0, lr_multiplier=lr_multiplier)  # styles start at 1
+        # Demodulation divides out the weight's scale, so storing it at 1/m is all the equalised lr needs here.
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 3, 3) / lr_multiplier)
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.noise_strength = nn.Parameter(torch.zeros(()))  # starts without noise; learns how much to use
         self.register_buffer("fixed_noise", torch.randn(1, 1, resolution, resolution))  # eval mode's noise
@@ -92,34 +97,37 @@ class StyleConv(nn.Module):
             x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
         x = modulated_conv2d(x, self.weight, self.affine(w), demodulate=True)
         noise = torch.randn_like(x[:, :1]) if self.training else self.fixed_noise
-        x = x + self.noise_strength * noise + self.bias[None, :, None, None]
+        x = x + self.lr_multiplier * (self.noise_strength * noise + self.bias[None, :, None, None])
         return F.leaky_relu(x, 0.2) * LRELU_GAIN
 
 
 class ToRGB(nn.Module):
     """Modulated 1×1 conv to the image channels, without demodulation (colours keep their scale)."""
 
-    def __init__(self, in_channels: int, channels: int, w_dim: int):
+    def __init__(self, in_channels: int, channels: int, w_dim: int, lr_multiplier: float = 1.0):
         super().__init__()
-        self.affine = EqualLinear(w_dim, in_channels, bias_init=1.0)
-        self.weight = nn.Parameter(torch.randn(channels, in_channels, 1, 1))
+        self.affine = EqualLinear(w_dim, in_channels, bias_init=1.0, lr_multiplier=lr_multiplier)
+        self.weight = nn.Parameter(torch.randn(channels, in_channels, 1, 1) / lr_multiplier)
         self.bias = nn.Parameter(torch.zeros(channels))
-        self.style_gain = 1 / math.sqrt(in_channels)  # the equalised-lr gain, applied to the styles
+        self.lr_multiplier = lr_multiplier
+        self.style_gain = lr_multiplier / math.sqrt(in_channels)  # the equalised-lr gain, applied to the styles
 
     def forward(self, x: Tensor, w: Tensor) -> Tensor:
         styles = self.affine(w) * self.style_gain
-        return modulated_conv2d(x, self.weight, styles, demodulate=False) + self.bias[None, :, None, None]
+        rgb = modulated_conv2d(x, self.weight, styles, demodulate=False)
+        return rgb + self.lr_multiplier * self.bias[None, :, None, None]
 
 
 class SynthesisBlock(nn.Module):
     """The convs of one resolution and its toRGB; the first block starts from the learned constant."""
 
-    def __init__(self, in_channels: int, out_channels: int, channels: int, w_dim: int, resolution: int, first: bool):
+    def __init__(self, in_channels: int, out_channels: int, channels: int, w_dim: int, resolution: int, first: bool,
+                 lr_multiplier: float):
         super().__init__()
-        convs = [] if first else [StyleConv(in_channels, out_channels, w_dim, resolution, upsample=True)]
-        convs.append(StyleConv(out_channels, out_channels, w_dim, resolution))
+        convs = [] if first else [StyleConv(in_channels, out_channels, w_dim, resolution, True, lr_multiplier)]
+        convs.append(StyleConv(out_channels, out_channels, w_dim, resolution, False, lr_multiplier))
         self.convs = nn.ModuleList(convs)
-        self.to_rgb = ToRGB(out_channels, channels, w_dim)
+        self.to_rgb = ToRGB(out_channels, channels, w_dim, lr_multiplier)
 
 
 class StyleGANGenerator(nn.Module):
@@ -128,7 +136,8 @@ class StyleGANGenerator(nn.Module):
     truncation_space = "w"  # the GAN task passes `truncation` here instead of truncating z
 
     def __init__(self, latent_dim: int, channels: int, image_size: int, width: int = 32, w_dim: int = 64,
-                 mapping_layers: int = 2, mixing_prob: float = 0.9, w_avg_beta: float = 0.995, num_classes: int = 0):
+                 mapping_layers: int = 2, mixing_prob: float = 0.9, w_avg_beta: float = 0.995,
+                 lr_multiplier: float = 10.0, num_classes: int = 0):
         super().__init__()
         check_image_size(image_size, model="stylegan")
         if not 0.0 <= mixing_prob <= 1.0:
@@ -137,17 +146,18 @@ class StyleGANGenerator(nn.Module):
         self.mixing_prob, self.w_avg_beta = mixing_prob, w_avg_beta
 
         # Mapping network: normalised z (and label embedding) → w.
-        self.label_embedding = EqualLinear(num_classes, w_dim) if num_classes else None
+        self.label_embedding = EqualLinear(num_classes, w_dim, lr_multiplier=lr_multiplier) if num_classes else None
         dims = [latent_dim + (w_dim if num_classes else 0)] + [w_dim] * mapping_layers
-        self.mapping = nn.Sequential(*[EqualLinear(a, b, lr_multiplier=0.01, activate=True)
+        self.mapping = nn.Sequential(*[EqualLinear(a, b, lr_multiplier=0.01 * lr_multiplier, activate=True)
                                        for a, b in zip(dims[:-1], dims[1:])])
         self.register_buffer("w_avg", torch.zeros(w_dim))  # EMA of w over training: the centre of truncation
 
         # Synthesis network: constant at size/4, then size/2 and size; 4×, 2×, 1× width channels.
         sizes, widths = [image_size // 4, image_size // 2, image_size], [4 * width, 2 * width, width]
-        self.const = nn.Parameter(torch.randn(widths[0], sizes[0], sizes[0]))
-        self.blocks = nn.ModuleList(
-            SynthesisBlock(widths[max(i - 1, 0)], widths[i], channels, w_dim, sizes[i], first=i == 0) for i in range(3))
+        self.const_gain = lr_multiplier
+        self.const = nn.Parameter(torch.randn(widths[0], sizes[0], sizes[0]) / lr_multiplier)
+        self.blocks = nn.ModuleList(SynthesisBlock(widths[max(i - 1, 0)], widths[i], channels, w_dim, sizes[i],
+                                                   first=i == 0, lr_multiplier=lr_multiplier) for i in range(3))
         self.num_ws = sum(len(block.convs) for block in self.blocks) + 1  # one w per conv, one for the last toRGB
         # Coarse styles act below the full resolution; fine styles (the rest) at the image size itself.
         self.coarse_layers = sum(len(block.convs) for block in self.blocks[:-1])
@@ -162,7 +172,7 @@ class StyleGANGenerator(nn.Module):
 
     def synthesize(self, ws: Tensor) -> Tensor:
         """ws (B, num_ws, w_dim): one w per layer → images. Each block's toRGB reads the w of the next conv."""
-        x = self.const[None].expand(ws.shape[0], -1, -1, -1)
+        x = (self.const * self.const_gain)[None].expand(ws.shape[0], -1, -1, -1)
         image, layer = None, 0
         for block in self.blocks:
             for conv in block.convs:
