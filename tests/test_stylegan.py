@@ -57,6 +57,16 @@ def test_shapes_and_the_discriminator_it_pairs_with(size, channels):
     assert DCGANDiscriminator(channels=channels, image_size=size, width=8)(images).shape == (3,)
 
 
+def test_a_conditional_generator_hears_the_label_through_w():
+    torch.manual_seed(0)
+    generator = StyleGANGenerator(latent_dim=8, channels=1, image_size=16, width=4, w_dim=8, num_classes=10).eval()
+    z = torch.randn(4, 8).repeat(2, 1)
+    images = generator(z, torch.arange(8))
+    assert (images[:4] - images[4:]).abs().amax(dim=(1, 2, 3)).min() > 1e-3  # same z, other label, other image
+    with pytest.raises(MimicryError, match="class-conditional"):
+        generator(z)
+
+
 def test_sizes_and_options_it_refuses():
     with pytest.raises(MimicryError, match="model=stylegan cannot make 18x18 images"):
         StyleGANGenerator(latent_dim=8, channels=1, image_size=18)
