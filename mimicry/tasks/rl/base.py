@@ -19,13 +19,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from mimicry.callbacks.plain_updates import single_device_unscaled
 from mimicry.data.environments import env_spec, require_discrete
 from mimicry.data.episodes import Episodes, load_episodes
 from mimicry.data.recording import offline_dataset
 from mimicry.data.rollouts import RolloutDataset, run_episodes
 from mimicry.errors import MimicryError
-from mimicry.lightning_internals import advance_global_step
+from mimicry.lightning_internals import advance_global_step, single_device_unscaled
 from mimicry.tasks.base import ImitationTask, build_optimizer, gradient_norm
 
 log = logging.getLogger("mimicry")
