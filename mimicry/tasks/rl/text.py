@@ -22,19 +22,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mimicry.checkpoints import checkpoint_task_name, find_checkpoint, read_checkpoint, read_derived, saved_config
+from mimicry.checkpoints import find_checkpoint
 from mimicry.data.tokenizers import tokenizer_from_state
 from mimicry.errors import MimicryError
 from mimicry.models.gpt import GPT
-from mimicry.models.hf_gpt2 import is_hf, read_pretrained
-from mimicry.recipe import as_plain
+from mimicry.models.hf_gpt2 import is_hf
+from mimicry.models.lm_run import lm_weights, read_lm_run
 from mimicry.rewards import build_reward, check_reward
 from mimicry.rewards.loading import as_scores
 from mimicry.tasks.rl.base import ReinforcementTask
 
 log = logging.getLogger("mimicry")
-
-LM_TASK = "mimicry.tasks.lm.LanguageModeling"
 
 
 @dataclass(frozen=True)
@@ -50,35 +48,6 @@ def token_kl(logits: torch.Tensor, reference_logits: torch.Tensor) -> torch.Tens
     summed over the vocabulary, in nats."""
     logp, logq = F.log_softmax(logits, -1), F.log_softmax(reference_logits, -1)
     return (logp.exp() * (logp - logq)).sum(-1)
-
-
-def read_lm_run(init_from: str | None) -> dict[str, Any]:
-    """What the policy is built from: the lm run's GPT settings and tokenizer, as plain values."""
-    if not init_from:
-        raise MimicryError("env=text fine-tunes a trained language model: give init_from=LM_RUN_DIR "
-                           "(a run of task=lm, e.g. mimicry train experiment=lm_baby_gpt) or init_from=hf:DIR")
-    if is_hf(init_from):  # pretrained GPT-2 weights: settings and tokenizer from its folder
-        pretrained = read_pretrained(init_from)
-        return {"model": pretrained.settings, "tokenizer": pretrained.tokenizer, "vocab_size": pretrained.vocab_size,
-                "run": init_from}
-    path = find_checkpoint(init_from)
-    checkpoint = read_checkpoint(path)
-    if checkpoint_task_name(checkpoint) != LM_TASK:
-        raise MimicryError(f"init_from={init_from} is a {checkpoint_task_name(checkpoint).rsplit('.', 1)[-1]} run; "
-                           f"RL on text starts from a run of task=lm")
-    model = as_plain(saved_config(checkpoint, str(path)).model)  # the installed GPT config + the run's values
-    if model.pop("_target_", None) != "mimicry.models.gpt.GPT":
-        raise MimicryError(f"init_from={init_from}: its model is not mimicry's GPT; RL on text needs model=gpt")
-    spec = read_derived(checkpoint, str(path))["data_spec"]
-    return {"model": model, "tokenizer": spec["tokenizer"], "vocab_size": int(spec["vocab_size"]), "run": str(path)}
-
-
-def lm_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """The GPT weights of an lm run's checkpoint (its task keeps them under ``model.``), or of hf:DIR."""
-    if is_hf(str(path)):
-        return read_pretrained(str(path)).weights()
-    checkpoint = read_checkpoint(find_checkpoint(path))
-    return {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
 
 
 class TextReinforcementTask(ReinforcementTask):
