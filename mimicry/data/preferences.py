@@ -10,8 +10,8 @@ imported. A malformed line stops the run with one message naming the file, the l
 
 For training, each pair becomes two texts (prompt + continuation) in a seeded random order, so that
 the reference, "the first one was preferred", is 1 for about half the pairs (a model cannot learn
-"always the first"). A batch stacks the first texts over the second ones, right-padded: ``tokens``
-(2B, T), ``length`` and ``context`` (prompt tokens) per text, ``preferred`` (B,).
+"always the first"). A batch holds each pair's two texts, right-padded: ``tokens`` (B, 2, T),
+``length`` and ``context`` (prompt tokens) (B, 2), and ``preferred`` (B,).
 """
 from __future__ import annotations
 
@@ -116,21 +116,28 @@ def check_fits(spec: dict[str, Any], block_size: int) -> None:
 
 
 def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Pairs → the first texts stacked over the second ones, right-padded with token 0 (a causal model's
-    positions before the padding never see it)."""
-    texts = [torch.cat([item["prompt"], item[side]]) for side in ("first", "second") for item in items]
+    """Pairs → ``tokens`` (B, 2, T): each pair's first and second text, right-padded with token 0 (a
+    causal model's positions before the padding never see it); ``length`` and ``context`` (B, 2)."""
+    texts = [torch.cat([item["prompt"], item[side]]) for item in items for side in ("first", "second")]
     tokens = torch.zeros(len(texts), max(len(t) for t in texts), dtype=torch.long)
     for row, text in enumerate(texts):
         tokens[row, :len(text)] = text
-    context = torch.tensor([len(item["prompt"]) for item in items] * 2)
-    return {"tokens": tokens, "length": torch.tensor([len(t) for t in texts]), "context": context,
+    pairs = len(items)
+    return {"tokens": tokens.view(pairs, 2, -1), "length": torch.tensor([len(t) for t in texts]).view(pairs, 2),
+            "context": torch.tensor([len(item["prompt"]) for item in items]).unsqueeze(1).repeat(1, 2),
             "preferred": torch.stack([item["preferred"] for item in items])}
 
 
-def response_mask(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """(2B, T-1): True where position t predicts a continuation token (t+1 in context..length-1)."""
-    target = torch.arange(1, batch["tokens"].size(1), device=batch["tokens"].device)
-    return (target >= batch["context"].unsqueeze(1)) & (target < batch["length"].unsqueeze(1))
+def as_texts(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The batch's 2B texts one per row (pair i's first at row 2i, its second at 2i + 1): tokens
+    (2B, T), length and context (2B,)."""
+    return batch["tokens"].flatten(0, 1), batch["length"].flatten(), batch["context"].flatten()
+
+
+def response_mask(length: torch.Tensor, context: torch.Tensor, width: int) -> torch.Tensor:
+    """(N, width - 1): True where position t predicts a continuation token (t + 1 in context..length-1)."""
+    target = torch.arange(1, width, device=length.device)
+    return (target >= context.unsqueeze(1)) & (target < length.unsqueeze(1))
 
 
 class PreferenceDataModule(pl.LightningDataModule):

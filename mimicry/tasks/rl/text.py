@@ -29,6 +29,7 @@ from mimicry.models.gpt import GPT
 from mimicry.models.hf_gpt2 import is_hf
 from mimicry.models.lm_run import lm_weights, read_lm_run
 from mimicry.rewards import build_reward, check_reward
+from mimicry.rewards.judge import score_with_prompts
 from mimicry.rewards.loading import as_scores
 from mimicry.tasks.rl.base import ReinforcementTask
 
@@ -51,6 +52,8 @@ def token_kl(logits: torch.Tensor, reference_logits: torch.Tensor) -> torch.Tens
 
 
 class TextReinforcementTask(ReinforcementTask):
+    #: True for a route that learns from a preference file (dpo); the others generate their own text
+    learns_from_preferences = False
     throughput_unit = "tokens"
     sample_options = ("prompt", "length", "temperature")
     charts = {
@@ -87,6 +90,10 @@ class TextReinforcementTask(ReinforcementTask):
         self.reference = GPT(vocab_size=self.vocab_size, **settings)
         self.reference.requires_grad_(False)
         self._reward: Callable[[list[str]], list[float]] | None = None
+        if data_spec.get("kind") == "preferences" and not self.learns_from_preferences:
+            raise MimicryError(f"algo={self.algo_name} learns from the continuations it writes, not from a preference "
+                               f"file: drop data=preferences, or use algo=dpo, or train task=reward_model on the file "
+                               f"and give reward=model reward.from_run=RM_RUN")
         self.build_route()
 
     def derived_arguments(self) -> dict[str, Any]:
@@ -136,8 +143,10 @@ class TextReinforcementTask(ReinforcementTask):
             self._reward = build_reward(self.hparams.reward or {})
         return self._reward
 
-    def score(self, texts: list[str]) -> np.ndarray:
-        return np.asarray(as_scores(self.reward_fn()(texts), len(texts), self.reward_name), np.float64)
+    def score(self, texts: list[str], prompt: str | None = None) -> np.ndarray:
+        """The reward of continuations of ``prompt``; a reward that reads prompts (reward=model) is given it."""
+        scores = score_with_prompts(self.reward_fn(), texts, [prompt or ""] * len(texts))
+        return np.asarray(as_scores(scores, len(texts), self.reward_name), np.float64)
 
     # ---- episodes: prompts continued by the policy ------------------------------------------
     def condition(self, n: int) -> dict[str, torch.Tensor]:
@@ -163,7 +172,8 @@ class TextReinforcementTask(ReinforcementTask):
         for prompt, n in zip(self.prompt_ids, counts):
             if n == 0:
                 continue
-            group = {"context": len(prompt), **{k: v.to(self.device) for k, v in self.condition(n).items()}}
+            group = {"context": len(prompt), "prompt": self.tokenizer.decode(prompt),
+                     **{k: v.to(self.device) for k, v in self.condition(n).items()}}
             group["tokens"] = self.generate(group, prompt.unsqueeze(0).repeat(n, 1).to(self.device), generator,
                                             temperature)
             group["action"] = group["tokens"][:, group["context"]:]
@@ -175,7 +185,7 @@ class TextReinforcementTask(ReinforcementTask):
         """Continuations from the current policy, scored: what every route learns from."""
         groups = self.continue_prompts(self.counts_per_prompt(episodes))
         for group in groups:
-            group["reward"] = torch.as_tensor(self.score(group["text"]), dtype=torch.float32)
+            group["reward"] = torch.as_tensor(self.score(group["text"], group["prompt"]), dtype=torch.float32)
         rewards = torch.cat([g["reward"] for g in groups])
         generated = sum(g["action"].numel() for g in groups)
         self.env_steps += generated
@@ -222,19 +232,26 @@ class TextReinforcementTask(ReinforcementTask):
         try:
             generator = torch.Generator(device=self.device).manual_seed(self.hparams.eval_seed)
             groups = self.continue_prompts([self.hparams.eval_episodes] * len(self.prompt_ids), generator)
-            rewards = np.concatenate([self.score(g["text"]) for g in groups])
+            rewards = np.concatenate([self.score(g["text"], g["prompt"]) for g in groups])
             kl = torch.cat([self.kl_to_reference(g) for g in groups]).cpu().numpy()
         finally:
             self.train(was_training)
         return {"rewards": rewards, "kl": kl, "groups": groups}
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.log_evaluation()
+
+    def log_evaluation(self) -> None:
+        """The evaluation's reward and KL, and its samples, at x = generated tokens (updates for an offline route)."""
         result = self.evaluate()
-        for name, value in (("eval/return_mean", result["rewards"].mean()), ("eval/return_std", result["rewards"].std()),
-                            ("eval/kl", result["kl"].mean()), ("rollout/env_steps", self.env_steps),
-                            ("rollout/generated_tokens", self.env_steps), ("step", self.env_steps)):
+        values = {"eval/return_mean": result["rewards"].mean(), "eval/return_std": result["rewards"].std(),
+                  "eval/kl": result["kl"].mean()}
+        if self.step_is_env_steps:
+            values.update({"rollout/env_steps": self.env_steps, "rollout/generated_tokens": self.env_steps,
+                           "step": self.env_steps})
+        for name, value in values.items():
             self.log(name, float(value), prog_bar=name == "eval/return_mean", batch_size=1)
-        self.write_samples(result, self.env_steps)
+        self.write_samples(result, self.env_steps if self.step_is_env_steps else self.global_step)
 
     def write_samples(self, result: dict[str, Any], step: int) -> None:
         """The first two continuations of each prompt, with their rewards, in TensorBoard's text tab."""
@@ -307,7 +324,7 @@ class TextReinforcementTask(ReinforcementTask):
         generator = torch.Generator(device=self.device).manual_seed(seed)
         groups = self.continue_prompts([n] * len(prompts), generator, float(options.get("temperature", 1.0)))
         try:
-            scores = [self.score(g["text"]) for g in groups]
+            scores = [self.score(g["text"], g["prompt"]) for g in groups]
         except MimicryError as error:  # e.g. a reward that needs a file not here: the text is still worth seeing
             log.warning(f"continuations not scored: {error}")
             scores = [None] * len(groups)
