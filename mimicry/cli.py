@@ -74,6 +74,11 @@ def _hydra_train(cfg: DictConfig) -> float | None:
     return monitored_value(summary, cfg.get("monitor"))  # what a hyperparameter search optimizes
 
 
+#: overrides whose value is a run folder (its name holds `=` and `,`); data.path is quoted when it has an `=`
+#: (a file inside a run folder, e.g. the pairs `mimicry sample RUN pairs=N` writes to RUN/samples/)
+RUN_PATH_KEYS = ("resume", "init_from", "reward.from_run", "reward.run")
+
+
 def _quote(value: str) -> str:
     return value if value[:1] in "'\"" else f"'{value}'"
 
@@ -82,8 +87,8 @@ def prepare_train_args(args: list[str]) -> list[str]:
     """Quote path-valued overrides (run directories contain `=` and `,`), and turn `resume=DIR`
     into the run's own overrides (checked: mimicry/saved_overrides.py) + the new ones +
     `hydra.run.dir=DIR` (`resume_sweep=DIR`: the sweep's overrides into its own folder)."""
-    args = [f"{override_key(a)}={_quote(a.split('=', 1)[1])}" if override_key(a) in ("resume", "init_from")
-            and "=" in a else a for a in args]
+    args = [f"{override_key(a)}={_quote(a.split('=', 1)[1])}" if "=" in a and (override_key(a) in RUN_PATH_KEYS or (
+            override_key(a) == "data.path" and "=" in a.split("=", 1)[1])) else a for a in args]  # (a.txt,b.txt sweeps)
     sweep = [a for a in args if override_key(a) == "resume_sweep" and a.split("=", 1)[1] not in ("true", "false")]
     if sweep:
         from mimicry.sweeps import resume_sweep_args

@@ -29,7 +29,7 @@ from mimicry.models.gpt import GPT
 from mimicry.models.hf_gpt2 import is_hf
 from mimicry.models.lm_run import lm_weights, read_lm_run
 from mimicry.rewards import build_reward, check_reward
-from mimicry.rewards.judge import score_with_prompts
+from mimicry.rewards.judge import build_judge, score_with_prompts
 from mimicry.rewards.loading import as_scores
 from mimicry.tasks.rl.base import ReinforcementTask
 
@@ -59,7 +59,7 @@ class TextReinforcementTask(ReinforcementTask):
     charts = {
         **ReinforcementTask.charts,
         "rl on text": {
-            "reward (rollout, eval)": [r"^rollout/return_mean$", r"^eval/return_mean$"],
+            "reward (rollout, eval, true)": [r"^rollout/return_mean$", r"^eval/return_mean$", r"^eval/true_return_mean$"],
             "KL to the starting model": [r"^rollout/kl$", r"^eval/kl$"],
         },
     }
@@ -69,7 +69,7 @@ class TextReinforcementTask(ReinforcementTask):
                  eval_episodes: int = 8, eval_seed: int = 10_000, stop_at_return: float | None = None,
                  torch_threads: int | None = 1, sample_every_n_steps: int = 0, prompts: list[str] | None = None,
                  max_new_tokens: int = 48, reward: dict | None = None, init_from: str | None = None,
-                 lm: dict | None = None):
+                 lm: dict | None = None, true_reward: str | None = None):
         super().__init__(model, loss, optim, data_spec, algo, env, seed, total_env_steps, eval_every_env_steps,
                          eval_episodes, eval_seed, stop_at_return, torch_threads, sample_every_n_steps)
         if lm is None:  # a new run (or a resumed one): read the lm run; a checkpoint carries it (derived_arguments)
@@ -90,6 +90,7 @@ class TextReinforcementTask(ReinforcementTask):
         self.reference = GPT(vocab_size=self.vocab_size, **settings)
         self.reference.requires_grad_(False)
         self._reward: Callable[[list[str]], list[float]] | None = None
+        self._true_reward: Callable[[list[str]], list[float]] | None = None
         if data_spec.get("kind") == "preferences" and not self.learns_from_preferences:
             raise MimicryError(f"algo={self.algo_name} learns from the continuations it writes, not from a preference "
                                f"file: drop data=preferences, or use algo=dpo, or train task=reward_model on the file "
@@ -142,6 +143,14 @@ class TextReinforcementTask(ReinforcementTask):
         if self._reward is None:
             self._reward = build_reward(self.hparams.reward or {})
         return self._reward
+
+    def true_score(self, texts: list[str], prompt: str) -> np.ndarray:
+        """``env.true_reward``: a registered reward the policy never learns from, scored on the same texts
+        (the hidden reward behind a preference set, beside the learned one: over-optimisation shows)."""
+        if self._true_reward is None:
+            self._true_reward = build_judge(self.hparams.true_reward, {})
+        scores = score_with_prompts(self._true_reward, texts, [prompt] * len(texts))
+        return np.asarray(as_scores(scores, len(texts), str(self.hparams.true_reward)), np.float64)
 
     def score(self, texts: list[str], prompt: str | None = None) -> np.ndarray:
         """The reward of continuations of ``prompt``; a reward that reads prompts (reward=model) is given it."""
@@ -234,9 +243,12 @@ class TextReinforcementTask(ReinforcementTask):
             groups = self.continue_prompts([self.hparams.eval_episodes] * len(self.prompt_ids), generator)
             rewards = np.concatenate([self.score(g["text"], g["prompt"]) for g in groups])
             kl = torch.cat([self.kl_to_reference(g) for g in groups]).cpu().numpy()
+            result = {"rewards": rewards, "kl": kl, "groups": groups}
+            if self.hparams.true_reward:
+                result["true_rewards"] = np.concatenate([self.true_score(g["text"], g["prompt"]) for g in groups])
         finally:
             self.train(was_training)
-        return {"rewards": rewards, "kl": kl, "groups": groups}
+        return result
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self.log_evaluation()
@@ -246,6 +258,8 @@ class TextReinforcementTask(ReinforcementTask):
         result = self.evaluate()
         values = {"eval/return_mean": result["rewards"].mean(), "eval/return_std": result["rewards"].std(),
                   "eval/kl": result["kl"].mean()}
+        if "true_rewards" in result:
+            values["eval/true_return_mean"] = result["true_rewards"].mean()
         if self.step_is_env_steps:
             values.update({"rollout/env_steps": self.env_steps, "rollout/generated_tokens": self.env_steps,
                            "step": self.env_steps})
@@ -270,12 +284,17 @@ class TextReinforcementTask(ReinforcementTask):
     def on_fit_start(self) -> None:
         super().on_fit_start()
         check_reward(self.reward_fn(), self.reward_name)  # a broken reward fails before any work
+        if self.hparams.true_reward:
+            self.true_score(["probe"], "")
         if self.env_steps == 0 and self.global_step == 0:  # "before": the starting model, at step 0
             result = self.evaluate()
             writer = self.tensorboard()
             if writer is not None and self.trainer.is_global_zero:
-                for name, value in (("eval/return_mean", result["rewards"].mean()), ("eval/kl", result["kl"].mean()),
-                                    ("rollout/env_steps", 0.0), ("rollout/generated_tokens", 0.0)):
+                values = {"eval/return_mean": result["rewards"].mean(), "eval/kl": result["kl"].mean(),
+                          "rollout/env_steps": 0.0, "rollout/generated_tokens": 0.0}
+                if "true_rewards" in result:
+                    values["eval/true_return_mean"] = result["true_rewards"].mean()
+                for name, value in values.items():
                     writer.add_scalar(name, float(value), 0)
                 self.write_samples(result, 0)
             log.info(f"starting model: eval/return_mean {result['rewards'].mean():.3f} on "
