@@ -20,6 +20,7 @@ from mimicry.errors import MimicryError
 from mimicry.models.gpt import GPT
 from mimicry.rewards.judge import bradley_terry_prefers_first, build_judge
 from mimicry.rewards.learned import reward_model
+from mimicry.rewards.text import avoid_letter
 from mimicry.tasks.reward_model import RewardModel
 from mimicry.tasks.rl.text_dpo import TextDPO
 from mimicry.tasks.rl.text_ppo import TextPPO
@@ -128,6 +129,7 @@ def test_dpo_raises_the_hidden_reward_from_pairs_alone(ab_pairs):
     assert task.compare(prediction, reference).item() == pytest.approx(np.log(2), abs=1e-5)
     before = task.evaluate()
     fit(task, data, epochs=3)
+    assert "true_rewards" not in before  # env.true_reward not set: nothing else is scored
     after = task.evaluate()
     assert task.env_steps == 0  # it never generated text to learn from
     assert after["rewards"].mean() > before["rewards"].mean() + 0.1, (before["rewards"].mean(), after["rewards"].mean())
@@ -175,6 +177,19 @@ def test_impossible_combinations_fail_in_one_line(ab_pairs, trained_lm, tmp_path
         reward_model(["text"], str(trained_lm))
     with pytest.raises(MimicryError, match="give init_from=LM_RUN_DIR"):
         PreferenceDataModule(path="x.jsonl").setup()
+
+
+def test_true_reward_scores_the_evaluation_texts_beside_the_learned_one(ab_pairs):
+    state, data = ab_pairs
+    task = build_dpo(state, data.spec())
+    task.hparams.true_reward = "avoid_letter"  # a registered reward, its options from conf/reward/ (letter e)
+    result = task.evaluate()
+    texts = [t for g in result["groups"] for t in g["text"]]
+    assert result["true_rewards"].tolist() == avoid_letter(texts, letter="e") and len(texts) == 64
+    assert not np.allclose(result["rewards"], result["true_rewards"])  # the other reward, on the same texts
+    task.hparams.true_reward, task._true_reward = "os.system", None
+    with pytest.raises(MimicryError, match="env.true_reward=os.system: not a reward; choose one of"):
+        task.evaluate()
 
 
 # ---- through the CLI: pairs → reward model → DPO judged by it → sample, list ------------------------

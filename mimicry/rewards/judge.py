@@ -24,12 +24,14 @@ def registered_rewards() -> list[str]:
     return sorted(entry.name[:-5] for entry in folder.iterdir() if entry.name.endswith(".yaml"))
 
 
-def build_judge(name: Any, options: dict[str, Any]) -> Callable[[list[str]], list[float]]:
-    """The reward ``conf/reward/<name>.yaml`` with ``options`` (judge.KEY=VALUE) over its own."""
+def build_judge(name: Any, options: dict[str, Any], setting: str = "judge") -> Callable[[list[str]], list[float]]:
+    """The reward ``conf/reward/<name>.yaml`` with ``options`` (judge.KEY=VALUE) over its own;
+    ``setting`` names where it was chosen, for messages."""
     names = registered_rewards()
     if not isinstance(name, str) or name not in names:
-        raise MimicryError(f"judge={name}: not a reward; choose one of: {', '.join(names)} "
-                           f"(its options as judge.KEY=VALUE, e.g. judge=sentence_length judge.target=30)")
+        how = " (its options as judge.KEY=VALUE, e.g. judge=sentence_length judge.target=30)" if setting == "judge" \
+            else " (with the options of conf/reward/<name>.yaml)"
+        raise MimicryError(f"{setting}={name}: not a reward; choose one of: {', '.join(names)}{how}")
     spec = yaml.safe_load((files("mimicry.conf") / "reward" / f"{name}.yaml").read_text()) or {}
     unknown = sorted(set(options) - set(spec) - ({"_target_"} if name == "custom" else set()))
     if unknown:
@@ -40,7 +42,7 @@ def build_judge(name: Any, options: dict[str, Any]) -> Callable[[list[str]], lis
     if missing:
         raise MimicryError(f"judge={name} needs judge.{missing[0]}=... (e.g. judge.{missing[0]}=RUN_DIR)")
     reward = build_reward(spec)
-    check_reward(reward, f"judge={name}")
+    check_reward(reward, f"{setting}={name}")
     return reward
 
 

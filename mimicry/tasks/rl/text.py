@@ -148,7 +148,7 @@ class TextReinforcementTask(ReinforcementTask):
         """``env.true_reward``: a registered reward the policy never learns from, scored on the same texts
         (the hidden reward behind a preference set, beside the learned one: over-optimisation shows)."""
         if self._true_reward is None:
-            self._true_reward = build_judge(self.hparams.true_reward, {})
+            self._true_reward = build_judge(self.hparams.true_reward, {}, "env.true_reward")
         scores = score_with_prompts(self._true_reward, texts, [prompt] * len(texts))
         return np.asarray(as_scores(scores, len(texts), str(self.hparams.true_reward)), np.float64)
 
