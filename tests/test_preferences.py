@@ -211,18 +211,23 @@ def test_pairs_reward_model_and_dpo_through_the_cli(trained_lm, tmp_path):
     scored = run_mimicry(tmp_path, "sample", str(rm_run), "texts=[the cat, xyz]", "prompt=def").stdout
     assert scored.count("'def") == 2  # one score per text, with its prompt
 
-    (tmp_path / "dpo").mkdir()
-    run_mimicry(tmp_path / "dpo", "train", "task=rl", "env=text", "algo=dpo", f"init_from={trained_lm}",
+    (tmp_path / "dpo").mkdir()  # a sweep over β, judged by the reward model, the hidden reward beside it
+    run_mimicry(tmp_path / "dpo", "train", "-m", "task=rl", "env=text", "algo=dpo", f"init_from={trained_lm}",
                 "data=preferences", f"data.path={pairs}", "data.batch_size=8", "env.prompts=[def]",
                 "env.max_new_tokens=10", "task.eval_episodes=4", "trainer.max_epochs=2", "reward=model",
-                f"reward.from_run={rm_run}")
-    (dpo_run,) = run_dirs(tmp_path / "dpo")
-    result = summary(dpo_run)
-    assert result["status"] == "completed", result
+                f"reward.from_run={rm_run}", "env.true_reward=contains_words", "algo.beta=0.1,1.0")
+    runs = run_dirs(tmp_path / "dpo")
+    assert [summary(r)["status"] for r in runs] == ["completed", "completed"]
+    dpo_run = runs[0]
     events = read_events(dpo_run)
-    for tag in ("train/loss", "val/loss", "val/preference_accuracy", "eval/return_mean", "eval/kl"):
+    for tag in ("train/loss", "val/loss", "val/preference_accuracy", "eval/return_mean", "eval/true_return_mean",
+                "eval/kl"):
         assert tag in events["scalars"], tag
     assert events["scalars"]["eval/kl"][0][1] == pytest.approx(0.0, abs=1e-4)  # before: the start itself
+    table = run_mimicry(tmp_path, "compare", str(runs[0].parent), "--metric", "val/preference_accuracy",
+                        "--format", "csv").stdout.splitlines()
+    assert table[0].startswith("run,algo.beta,status") and "val/preference_accuracy final" in table[0]
+    assert [line.split(",")[1:3] for line in table[1:]] == [["0.1", "completed"], ["1", "completed"]]
     task = load_task(dpo_run)  # the checkpoint alone rebuilds it; the reward model's path is not followed
     assert type(task).__name__ == "TextDPO" and task.hparams.reward["from_run"] == "???"
     (written,) = task.generate_samples(tmp_path, n=2, seed=0)
