@@ -77,6 +77,8 @@ def _hydra_train(cfg: DictConfig) -> float | None:
 #: overrides whose value is a run folder (its name holds `=` and `,`); data.path is quoted when it has an `=`
 #: (a file inside a run folder, e.g. the pairs `mimicry sample RUN pairs=N` writes to RUN/samples/)
 RUN_PATH_KEYS = ("resume", "init_from", "reward.from_run", "reward.run")
+# the config groups a user may turn off with GROUP=null (the others have no run without a choice)
+CONFIG_GROUPS = ("logger", "experiment", "hparams_search")
 
 
 def _quote(value: str) -> str:
@@ -89,6 +91,8 @@ def prepare_train_args(args: list[str]) -> list[str]:
     `hydra.run.dir=DIR` (`resume_sweep=DIR`: the sweep's overrides into its own folder)."""
     args = [f"{override_key(a)}={_quote(a.split('=', 1)[1])}" if "=" in a and (override_key(a) in RUN_PATH_KEYS or (
             override_key(a) == "data.path" and "=" in a.split("=", 1)[1])) else a for a in args]  # (a.txt,b.txt sweeps)
+    args = [f"~{a.split('=', 1)[0]}" if a.split("=", 1)[0] in CONFIG_GROUPS and a.split("=", 1)[1] in ("null", "none")
+            else a for a in args]  # `logger=null`: Hydra drops a group's choice only when written `~logger`
     sweep = [a for a in args if override_key(a) == "resume_sweep" and a.split("=", 1)[1] not in ("true", "false")]
     if sweep:
         from mimicry.sweeps import resume_sweep_args
