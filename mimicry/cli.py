@@ -27,7 +27,8 @@ commands:
                                     mimicry train resume=RUN_DIR     (continue a killed run)
                                     mimicry train task=lm init_from=RUN_DIR data=text data.path=FILE
   sample RUN_DIR|CKPT [k=v...]  draw samples from a trained run (n=, seed=, out=, and the task's own
-                               options, e.g. prompt= temperature= top_k= top_p= length= for lm)
+                               options, e.g. prompt= temperature= top_k= top_p= length= for lm;
+                               pairs=N judge=REWARD [judge.temperature=0.1]: preference pairs, as JSON lines)
   eval RUN_DIR [n=1000 seed=0] image metrics of a finished image run (FID, precision/recall, coverage, copies)
   list                         tasks, models, losses and data options, and which go together
   compare PATH... [--metric M] [--group-by KEY] [--format table|md|csv] [--plot FILE] [--x step|wall|TAG]
