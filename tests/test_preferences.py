@@ -17,7 +17,6 @@ from conftest import read_events, run_dirs, run_mimicry, summary
 from mimicry.checkpoints import load_task
 from mimicry.data.preferences import PreferenceDataModule, read_preferences, write_preferences
 from mimicry.errors import MimicryError
-from mimicry.models.gpt import GPT
 from mimicry.rewards.judge import bradley_terry_prefers_first, build_judge
 from mimicry.rewards.learned import reward_model
 from mimicry.rewards.text import avoid_letter
@@ -162,7 +161,7 @@ def test_impossible_combinations_fail_in_one_line(ab_pairs, trained_lm, tmp_path
     build_dpo(state, {**data.spec(), "longest": 24})  # fits the context exactly
     with pytest.raises(MimicryError, match=r"longest text \(prompt \+ continuation\) is 25 tokens, the model's context is 24"):
         build_dpo(state, {**data.spec(), "longest": 25})
-    cls, algo, loss = ROUTES["ppo"]
+    _, algo, loss = ROUTES["ppo"]
     with pytest.raises(MimicryError, match="algo=ppo learns from the continuations it writes.*drop data=preferences"):
         TextPPO(model={}, loss=loss, optim={}, data_spec=data.spec(), algo=algo, prompts=PROMPTS, max_new_tokens=12,
                 reward=REWARD, lm=copy.deepcopy(LM))
