@@ -44,4 +44,7 @@ def print_catalog() -> int:
     print("Choose with group=option, e.g. `mimicry train task=lm data=tinyshakespeare trainer=gpu`.")
     print("Text runs (task=lm, task=rl env=text) start from init_from=RUN_DIR (a trained lm run) or "
           "init_from=hf:DIR (a local Hugging Face GPT-2 folder, with its tokenizer).")
+    print("Preferences: mimicry sample LM_RUN pairs=N judge=REWARD [judge.temperature=0.1] out=DIR writes pairs; "
+          "train on them with task=reward_model (then reward=model reward.from_run=RM_RUN) or "
+          "task=rl env=text algo=dpo, both with data=preferences data.path=FILE.")
     return 0

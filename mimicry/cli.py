@@ -27,7 +27,8 @@ commands:
                                     mimicry train resume=RUN_DIR     (continue a killed run)
                                     mimicry train task=lm init_from=RUN_DIR data=text data.path=FILE
   sample RUN_DIR|CKPT [k=v...]  draw samples from a trained run (n=, seed=, out=, and the task's own
-                               options, e.g. prompt= temperature= top_k= top_p= length= for lm)
+                               options, e.g. prompt= temperature= top_k= top_p= length= for lm;
+                               pairs=N judge=REWARD [judge.temperature=0.1]: preference pairs, as JSON lines)
   eval RUN_DIR [n=1000 seed=0] image metrics of a finished image run (FID, precision/recall, coverage, copies)
   list                         tasks, models, losses and data options, and which go together
   compare PATH... [--metric M] [--group-by KEY] [--format table|md|csv] [--plot FILE] [--x step|wall|TAG]
@@ -74,6 +75,9 @@ def _hydra_train(cfg: DictConfig) -> float | None:
     return monitored_value(summary, cfg.get("monitor"))  # what a hyperparameter search optimizes
 
 
+#: overrides whose value is a run folder (its name holds `=` and `,`); data.path is quoted when it has an `=`
+#: (a file inside a run folder, e.g. the pairs `mimicry sample RUN pairs=N` writes to RUN/samples/)
+RUN_PATH_KEYS = ("resume", "init_from", "reward.from_run", "reward.run")
 # the config groups a user may turn off with GROUP=null (the others have no run without a choice)
 CONFIG_GROUPS = ("logger", "experiment", "hparams_search")
 
@@ -86,8 +90,8 @@ def prepare_train_args(args: list[str]) -> list[str]:
     """Quote path-valued overrides (run directories contain `=` and `,`), and turn `resume=DIR`
     into the run's own overrides (checked: mimicry/saved_overrides.py) + the new ones +
     `hydra.run.dir=DIR` (`resume_sweep=DIR`: the sweep's overrides into its own folder)."""
-    args = [f"{override_key(a)}={_quote(a.split('=', 1)[1])}" if override_key(a) in ("resume", "init_from")
-            and "=" in a else a for a in args]
+    args = [f"{override_key(a)}={_quote(a.split('=', 1)[1])}" if "=" in a and (override_key(a) in RUN_PATH_KEYS or (
+            override_key(a) == "data.path" and "=" in a.split("=", 1)[1])) else a for a in args]  # (a.txt,b.txt sweeps)
     args = [f"~{a.split('=', 1)[0]}" if a.split("=", 1)[0] in CONFIG_GROUPS and a.split("=", 1)[1] in ("null", "none")
             else a for a in args]  # `logger=null`: Hydra drops a group's choice only when written `~logger`
     sweep = [a for a in args if override_key(a) == "resume_sweep" and a.split("=", 1)[1] not in ("true", "false")]

@@ -14,7 +14,8 @@ from mimicry.output_paths import ensure_writable_dir
 
 COMMON_OPTIONS = {"n": 8, "seed": 0, "out": None}
 #: sample options that count something, and the least each may be (null keeps the task's default)
-COUNTS = {"n": 1, "seed": 0, "episodes": 1, "steps": 1, "length": 1, "interpolation_steps": 2, "video": 0, "top_k": 1}
+COUNTS = {"n": 1, "seed": 0, "episodes": 1, "steps": 1, "length": 1, "interpolation_steps": 2, "video": 0, "top_k": 1,
+          "pairs": 1}
 
 
 def check_counts(settings: dict[str, Any]) -> None:
@@ -44,7 +45,8 @@ def draw_samples(target: str | Path, options: dict[str, Any]) -> list[Path]:
     ckpt = find_checkpoint(target)
     task = load_task(ckpt)
     known = set(COMMON_OPTIONS) | set(getattr(task, "sample_options", ()))
-    unknown = sorted(set(options) - known)
+    # dotted options belong to a known one (judge.temperature=0.1 goes with judge=)
+    unknown = sorted(key for key in options if key not in known and key.split(".", 1)[0] not in known)
     if unknown:
         raise MimicryError(f"unknown sample option(s) {', '.join(unknown)} for {type(task).__name__}; "
                            f"valid: {', '.join(sorted(known))}")

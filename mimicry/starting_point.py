@@ -17,6 +17,8 @@ from mimicry.errors import MimicryError
 from mimicry.models.hf_gpt2 import is_hf, read_pretrained
 
 TEXT_DATA = "mimicry.data.text.TextDataModule"
+PREFERENCE_DATA = "mimicry.data.preferences.PreferenceDataModule"
+TOKENIZED = ("text", "preferences")  # data specs that carry the tokenizer their ids belong to
 GPT = "mimicry.models.gpt.GPT"
 
 
@@ -48,21 +50,21 @@ def starting_data_options(cfg: DictConfig, resume_from: Path | None) -> dict[str
             keep_tokenizer(cfg, state, f"init_from={init_from} comes with its own tokenizer", typed)
     elif init_from and resume_from is None:
         spec = saved_data_spec(init_from)
-        if spec.get("kind") == "text" and cfg.get("data") is not None:
+        if spec.get("kind") in TOKENIZED and cfg.get("data") is not None:
             state = spec["tokenizer"]
             keep_tokenizer(cfg, state, f"init_from={init_from} was trained with it", typed)
     if resume_from is not None and cfg.get("data") is not None:  # the tokenizer the checkpoint's ids belong to
         spec = read_derived(read_checkpoint(resume_from), str(resume_from)).get("data_spec", {})
-        if spec.get("kind") == "text":
+        if spec.get("kind") in TOKENIZED:
             state = spec["tokenizer"]
             keep_tokenizer(cfg, state, "this run was trained with it, and a resumed run keeps it", typed)
     return {"tokenizer_state": state} if state is not None else {}
 
 
 def check_text_data(cfg: DictConfig, init_from: str) -> None:
-    if cfg.data.get("_target_") != TEXT_DATA:
+    if cfg.data.get("_target_") not in (TEXT_DATA, PREFERENCE_DATA):
         raise MimicryError(f"init_from={init_from} starts a language model from GPT-2 weights: use task=lm "
-                           f"(data=text|pydoc|tinyshakespeare) or task=rl env=text")
+                           f"(data=text|pydoc|tinyshakespeare), task=rl env=text or task=reward_model")
 
 
 def keep_tokenizer(cfg: DictConfig, state: dict, why: str, typed: dict[str, str]) -> None:

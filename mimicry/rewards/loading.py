@@ -59,6 +59,8 @@ def check_reward(reward: Reward, name: str, texts: list[str] = PROBE_TEXTS) -> l
     """Score ``texts`` and insist on one finite number per text; returns the scores."""
     try:
         scores = reward(list(texts))
+    except MimicryError:  # already one line naming the problem (e.g. reward=model given a run of another task)
+        raise
     except Exception as error:  # the user's code: say where it failed, in one line
         raise MimicryError(f"reward._target_={name} failed on a test list of {len(texts)} texts: "
                            f"{type(error).__name__}: {error}") from None

@@ -2,25 +2,29 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from hydra.utils import instantiate
 from torch.utils.tensorboard import SummaryWriter
 from torchmetrics import MeanMetric, SumMetric
 
+from mimicry.data.preferences import write_preferences
 from mimicry.data.tokenizers import tokenizer_from_state
 from mimicry.errors import MimicryError
 from mimicry.models.gpt import GPT
 from mimicry.models.hf_gpt2 import read_pretrained
+from mimicry.rewards.judge import bradley_terry_prefers_first, build_judge, score_with_prompts
 from mimicry.tasks.base import ImitationTask
 from mimicry.tasks.counted_fit import CountedFit
 
 
 class LanguageModeling(CountedFit, ImitationTask):
     throughput_unit = "tokens"
-    sample_options = ("prompt", "length", "temperature", "top_k", "top_p")
+    sample_options = ("prompt", "length", "temperature", "top_k", "top_p", "pairs", "judge", "prompts")
 
     def __init__(self, model: dict, loss: dict, optim: dict, data_spec: dict, sample_every_n_steps: int = 200,
                  prompt: str = "\n", sample_tokens: int = 200, temperature: float = 0.8, top_k: int | None = None,
@@ -108,6 +112,8 @@ class LanguageModeling(CountedFit, ImitationTask):
             writer.add_text("samples/text", "\n".join("    " + line for line in text.splitlines()), step)
 
     def generate_samples(self, out_dir: Path, n: int, seed: int, **options: Any) -> list[Path]:
+        if "pairs" in options or any(key == "judge" or key.startswith("judge.") for key in options):
+            return self.preference_pairs(out_dir, seed, **options)
         h = self.hparams
         prompt = options.get("prompt", h.prompt)
         length = int(options.get("length", h.sample_tokens))
@@ -115,3 +121,68 @@ class LanguageModeling(CountedFit, ImitationTask):
         path = out_dir / f"samples_seed{seed}.txt"
         path.write_text("\n\n=====\n\n".join(texts), encoding="utf-8")
         return [path]
+
+    # ---- preference pairs: mimicry sample RUN pairs=N judge=REWARD --------------------------------
+    def continuations(self, prompt: str, n: int, length: int, generator: torch.Generator, **sampling: Any) -> list[str]:
+        """``n`` continuations of ``prompt`` (the prompt itself left out)."""
+        ids = self.tokenizer.encode(prompt)
+        if len(ids) == 0:
+            raise MimicryError(f"prompt {prompt!r} has no character the model knows; use text like its training text")
+        if len(ids) + length > self.model.block_size:
+            raise MimicryError(f"prompt {prompt!r} ({len(ids)} tokens) + length={length} is more than the model's "
+                               f"context ({self.model.block_size}); lower length= or shorten the prompt")
+        was_training = self.training
+        self.eval()
+        out = self.model.generate(ids.to(self.device).unsqueeze(0).repeat(n, 1), length, generator=generator, **sampling)
+        self.train(was_training)
+        return [self.tokenizer.decode(row[len(ids):]) for row in out.cpu()]
+
+    def preference_pairs(self, out_dir: Path, seed: int, pairs: Any = None, judge: Any = None, **options: Any) -> list[Path]:
+        """Two continuations of a prompt per pair, labelled by a reward with Bradley–Terry noise
+        (``judge.temperature``), written as JSON lines: a preference set made offline."""
+        if isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 1:
+            raise MimicryError(f"pairs={pairs!r}: give the number of preference pairs, e.g. pairs=512 judge=sentence_length")
+        if judge is None:
+            raise MimicryError("pairs=N needs judge=REWARD: the reward that labels them (e.g. judge=sentence_length "
+                               "judge.temperature=0.1; `mimicry list` shows the rewards)")
+        judge_options = {k[len("judge."):]: v for k, v in options.items() if k.startswith("judge.")}
+        temperature = judge_options.pop("temperature", 0.1)
+        reward = build_judge(judge, judge_options)
+        prompts = options.get("prompts", [options.get("prompt", self.hparams.prompt)])
+        if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) and p for p in prompts):
+            raise MimicryError(f"prompts={prompts!r}: give a list of non-empty prompts, e.g. prompts='[\"ROMEO:\\n\"]'")
+        if "prompts" in options:  # escapes read as prompt= reads them
+            prompts = [p.encode().decode("unicode_escape") for p in prompts]
+        length = int(options.get("length") or 48)
+        # the model's own distribution (temperature 1) unless told: DPO measures its ratios against it
+        sampling = self._sampling_options(**{"temperature": 1.0, **options})
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        rows = []
+        for prompt, count in Counter(prompts[k % len(prompts)] for k in range(pairs)).items():
+            texts = self.continuations(prompt, 2 * count, length, generator, **sampling)
+            scores = np.asarray(score_with_prompts(reward, texts, [prompt] * len(texts)), np.float64)
+            first, second = texts[0::2], texts[1::2]
+            prefers_first = bradley_terry_prefers_first(scores[0::2], scores[1::2], temperature, rng)
+            for a, b, ra, rb, keep in zip(first, second, scores[0::2], scores[1::2], prefers_first):
+                chosen, rejected, rc, rr = (a, b, ra, rb) if keep else (b, a, rb, ra)
+                rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected,
+                             "chosen_reward": float(rc), "rejected_reward": float(rr)})
+        path = write_preferences(out_dir / f"preferences_seed{seed}.jsonl", rows)
+        report = out_dir / f"preferences_seed{seed}.txt"
+        report.write_text(pairs_report(rows, judge, temperature, path), encoding="utf-8")
+        return [report, path]
+
+
+def pairs_report(rows: list[dict[str, Any]], judge: str, temperature: float, path: Path) -> str:
+    """What the judge did: how often the higher reward won, the rewards, the first pair."""
+    chosen = np.array([r["chosen_reward"] for r in rows])
+    rejected = np.array([r["rejected_reward"] for r in rows])
+    differ = chosen != rejected
+    agree = float((chosen[differ] > rejected[differ]).mean()) if differ.any() else float("nan")
+    first = rows[0]
+    return (f"{len(rows)} preference pairs judged by {judge} (Bradley–Terry temperature {temperature}) in {path}\n"
+            f"reward of the chosen {chosen.mean():.3f}, of the rejected {rejected.mean():.3f}; where the rewards "
+            f"differ ({int(differ.sum())} pairs) the higher one was chosen in {agree:.1%}\n"
+            f"first pair, prompt {first['prompt']!r}:\n  chosen   ({first['chosen_reward']:.2f}) {first['chosen']!r}\n"
+            f"  rejected ({first['rejected_reward']:.2f}) {first['rejected']!r}\n")

@@ -22,19 +22,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mimicry.checkpoints import checkpoint_task_name, find_checkpoint, read_checkpoint, read_derived, saved_config
+from mimicry.checkpoints import find_checkpoint
 from mimicry.data.tokenizers import tokenizer_from_state
 from mimicry.errors import MimicryError
 from mimicry.models.gpt import GPT
-from mimicry.models.hf_gpt2 import is_hf, read_pretrained
-from mimicry.recipe import as_plain
+from mimicry.models.hf_gpt2 import is_hf
+from mimicry.models.lm_run import lm_weights, read_lm_run
 from mimicry.rewards import build_reward, check_reward
+from mimicry.rewards.judge import build_judge, score_with_prompts
 from mimicry.rewards.loading import as_scores
 from mimicry.tasks.rl.base import ReinforcementTask
 
 log = logging.getLogger("mimicry")
-
-LM_TASK = "mimicry.tasks.lm.LanguageModeling"
 
 
 @dataclass(frozen=True)
@@ -52,42 +51,15 @@ def token_kl(logits: torch.Tensor, reference_logits: torch.Tensor) -> torch.Tens
     return (logp.exp() * (logp - logq)).sum(-1)
 
 
-def read_lm_run(init_from: str | None) -> dict[str, Any]:
-    """What the policy is built from: the lm run's GPT settings and tokenizer, as plain values."""
-    if not init_from:
-        raise MimicryError("env=text fine-tunes a trained language model: give init_from=LM_RUN_DIR "
-                           "(a run of task=lm, e.g. mimicry train experiment=lm_baby_gpt) or init_from=hf:DIR")
-    if is_hf(init_from):  # pretrained GPT-2 weights: settings and tokenizer from its folder
-        pretrained = read_pretrained(init_from)
-        return {"model": pretrained.settings, "tokenizer": pretrained.tokenizer, "vocab_size": pretrained.vocab_size,
-                "run": init_from}
-    path = find_checkpoint(init_from)
-    checkpoint = read_checkpoint(path)
-    if checkpoint_task_name(checkpoint) != LM_TASK:
-        raise MimicryError(f"init_from={init_from} is a {checkpoint_task_name(checkpoint).rsplit('.', 1)[-1]} run; "
-                           f"RL on text starts from a run of task=lm")
-    model = as_plain(saved_config(checkpoint, str(path)).model)  # the installed GPT config + the run's values
-    if model.pop("_target_", None) != "mimicry.models.gpt.GPT":
-        raise MimicryError(f"init_from={init_from}: its model is not mimicry's GPT; RL on text needs model=gpt")
-    spec = read_derived(checkpoint, str(path))["data_spec"]
-    return {"model": model, "tokenizer": spec["tokenizer"], "vocab_size": int(spec["vocab_size"]), "run": str(path)}
-
-
-def lm_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """The GPT weights of an lm run's checkpoint (its task keeps them under ``model.``), or of hf:DIR."""
-    if is_hf(str(path)):
-        return read_pretrained(str(path)).weights()
-    checkpoint = read_checkpoint(find_checkpoint(path))
-    return {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
-
-
 class TextReinforcementTask(ReinforcementTask):
+    #: True for a route that learns from a preference file (dpo); the others generate their own text
+    learns_from_preferences = False
     throughput_unit = "tokens"
     sample_options = ("prompt", "length", "temperature")
     charts = {
         **ReinforcementTask.charts,
         "rl on text": {
-            "reward (rollout, eval)": [r"^rollout/return_mean$", r"^eval/return_mean$"],
+            "reward (rollout, eval, true)": [r"^rollout/return_mean$", r"^eval/return_mean$", r"^eval/true_return_mean$"],
             "KL to the starting model": [r"^rollout/kl$", r"^eval/kl$"],
         },
     }
@@ -97,7 +69,7 @@ class TextReinforcementTask(ReinforcementTask):
                  eval_episodes: int = 8, eval_seed: int = 10_000, stop_at_return: float | None = None,
                  torch_threads: int | None = 1, sample_every_n_steps: int = 0, prompts: list[str] | None = None,
                  max_new_tokens: int = 48, reward: dict | None = None, init_from: str | None = None,
-                 lm: dict | None = None):
+                 lm: dict | None = None, true_reward: str | None = None):
         super().__init__(model, loss, optim, data_spec, algo, env, seed, total_env_steps, eval_every_env_steps,
                          eval_episodes, eval_seed, stop_at_return, torch_threads, sample_every_n_steps)
         if lm is None:  # a new run (or a resumed one): read the lm run; a checkpoint carries it (derived_arguments)
@@ -118,6 +90,11 @@ class TextReinforcementTask(ReinforcementTask):
         self.reference = GPT(vocab_size=self.vocab_size, **settings)
         self.reference.requires_grad_(False)
         self._reward: Callable[[list[str]], list[float]] | None = None
+        self._true_reward: Callable[[list[str]], list[float]] | None = None
+        if data_spec.get("kind") == "preferences" and not self.learns_from_preferences:
+            raise MimicryError(f"algo={self.algo_name} learns from the continuations it writes, not from a preference "
+                               f"file: drop data=preferences, or use algo=dpo, or train task=reward_model on the file "
+                               f"and give reward=model reward.from_run=RM_RUN")
         self.build_route()
 
     def derived_arguments(self) -> dict[str, Any]:
@@ -167,8 +144,18 @@ class TextReinforcementTask(ReinforcementTask):
             self._reward = build_reward(self.hparams.reward or {})
         return self._reward
 
-    def score(self, texts: list[str]) -> np.ndarray:
-        return np.asarray(as_scores(self.reward_fn()(texts), len(texts), self.reward_name), np.float64)
+    def true_score(self, texts: list[str], prompt: str) -> np.ndarray:
+        """``env.true_reward``: a registered reward the policy never learns from, scored on the same texts
+        (the hidden reward behind a preference set, beside the learned one: over-optimisation shows)."""
+        if self._true_reward is None:
+            self._true_reward = build_judge(self.hparams.true_reward, {}, "env.true_reward")
+        scores = score_with_prompts(self._true_reward, texts, [prompt] * len(texts))
+        return np.asarray(as_scores(scores, len(texts), str(self.hparams.true_reward)), np.float64)
+
+    def score(self, texts: list[str], prompt: str | None = None) -> np.ndarray:
+        """The reward of continuations of ``prompt``; a reward that reads prompts (reward=model) is given it."""
+        scores = score_with_prompts(self.reward_fn(), texts, [prompt or ""] * len(texts))
+        return np.asarray(as_scores(scores, len(texts), self.reward_name), np.float64)
 
     # ---- episodes: prompts continued by the policy ------------------------------------------
     def condition(self, n: int) -> dict[str, torch.Tensor]:
@@ -194,7 +181,8 @@ class TextReinforcementTask(ReinforcementTask):
         for prompt, n in zip(self.prompt_ids, counts):
             if n == 0:
                 continue
-            group = {"context": len(prompt), **{k: v.to(self.device) for k, v in self.condition(n).items()}}
+            group = {"context": len(prompt), "prompt": self.tokenizer.decode(prompt),
+                     **{k: v.to(self.device) for k, v in self.condition(n).items()}}
             group["tokens"] = self.generate(group, prompt.unsqueeze(0).repeat(n, 1).to(self.device), generator,
                                             temperature)
             group["action"] = group["tokens"][:, group["context"]:]
@@ -206,7 +194,7 @@ class TextReinforcementTask(ReinforcementTask):
         """Continuations from the current policy, scored: what every route learns from."""
         groups = self.continue_prompts(self.counts_per_prompt(episodes))
         for group in groups:
-            group["reward"] = torch.as_tensor(self.score(group["text"]), dtype=torch.float32)
+            group["reward"] = torch.as_tensor(self.score(group["text"], group["prompt"]), dtype=torch.float32)
         rewards = torch.cat([g["reward"] for g in groups])
         generated = sum(g["action"].numel() for g in groups)
         self.env_steps += generated
@@ -253,19 +241,31 @@ class TextReinforcementTask(ReinforcementTask):
         try:
             generator = torch.Generator(device=self.device).manual_seed(self.hparams.eval_seed)
             groups = self.continue_prompts([self.hparams.eval_episodes] * len(self.prompt_ids), generator)
-            rewards = np.concatenate([self.score(g["text"]) for g in groups])
+            rewards = np.concatenate([self.score(g["text"], g["prompt"]) for g in groups])
             kl = torch.cat([self.kl_to_reference(g) for g in groups]).cpu().numpy()
+            result = {"rewards": rewards, "kl": kl, "groups": groups}
+            if self.hparams.true_reward:
+                result["true_rewards"] = np.concatenate([self.true_score(g["text"], g["prompt"]) for g in groups])
         finally:
             self.train(was_training)
-        return {"rewards": rewards, "kl": kl, "groups": groups}
+        return result
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.log_evaluation()
+
+    def log_evaluation(self) -> None:
+        """The evaluation's reward and KL, and its samples, at x = generated tokens (updates for an offline route)."""
         result = self.evaluate()
-        for name, value in (("eval/return_mean", result["rewards"].mean()), ("eval/return_std", result["rewards"].std()),
-                            ("eval/kl", result["kl"].mean()), ("rollout/env_steps", self.env_steps),
-                            ("rollout/generated_tokens", self.env_steps), ("step", self.env_steps)):
+        values = {"eval/return_mean": result["rewards"].mean(), "eval/return_std": result["rewards"].std(),
+                  "eval/kl": result["kl"].mean()}
+        if "true_rewards" in result:
+            values["eval/true_return_mean"] = result["true_rewards"].mean()
+        if self.step_is_env_steps:
+            values.update({"rollout/env_steps": self.env_steps, "rollout/generated_tokens": self.env_steps,
+                           "step": self.env_steps})
+        for name, value in values.items():
             self.log(name, float(value), prog_bar=name == "eval/return_mean", batch_size=1)
-        self.write_samples(result, self.env_steps)
+        self.write_samples(result, self.env_steps if self.step_is_env_steps else self.global_step)
 
     def write_samples(self, result: dict[str, Any], step: int) -> None:
         """The first two continuations of each prompt, with their rewards, in TensorBoard's text tab."""
@@ -284,12 +284,17 @@ class TextReinforcementTask(ReinforcementTask):
     def on_fit_start(self) -> None:
         super().on_fit_start()
         check_reward(self.reward_fn(), self.reward_name)  # a broken reward fails before any work
+        if self.hparams.true_reward:
+            self.true_score(["probe"], "")
         if self.env_steps == 0 and self.global_step == 0:  # "before": the starting model, at step 0
             result = self.evaluate()
             writer = self.tensorboard()
             if writer is not None and self.trainer.is_global_zero:
-                for name, value in (("eval/return_mean", result["rewards"].mean()), ("eval/kl", result["kl"].mean()),
-                                    ("rollout/env_steps", 0.0), ("rollout/generated_tokens", 0.0)):
+                values = {"eval/return_mean": result["rewards"].mean(), "eval/kl": result["kl"].mean(),
+                          "rollout/env_steps": 0.0, "rollout/generated_tokens": 0.0}
+                if "true_rewards" in result:
+                    values["eval/true_return_mean"] = result["true_rewards"].mean()
+                for name, value in values.items():
                     writer.add_scalar(name, float(value), 0)
                 self.write_samples(result, 0)
             log.info(f"starting model: eval/return_mean {result['rewards'].mean():.3f} on "
@@ -338,7 +343,7 @@ class TextReinforcementTask(ReinforcementTask):
         generator = torch.Generator(device=self.device).manual_seed(seed)
         groups = self.continue_prompts([n] * len(prompts), generator, float(options.get("temperature", 1.0)))
         try:
-            scores = [self.score(g["text"]) for g in groups]
+            scores = [self.score(g["text"], g["prompt"]) for g in groups]
         except MimicryError as error:  # e.g. a reward that needs a file not here: the text is still worth seeing
             log.warning(f"continuations not scored: {error}")
             scores = [None] * len(groups)
