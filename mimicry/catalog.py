@@ -44,4 +44,7 @@ def print_catalog() -> int:
     print("Choose with group=option, e.g. `mimicry train task=lm data=tinyshakespeare trainer=gpu`.")
     print("Text runs (task=lm, task=rl env=text) start from init_from=RUN_DIR (a trained lm run) or "
           "init_from=hf:DIR (a local Hugging Face GPT-2 folder, with its tokenizer).")
+    print("Two stages start from a trained autoencoder run (task=autoencoder): task=image_ar tokenizer=vq "
+          "tokenizer.from_run=AE_RUN (model=vqvae codes), task=diffusion latent.from_run=AE_RUN "
+          "(model=kl_autoencoder latents; model=unet_latent).")
     return 0

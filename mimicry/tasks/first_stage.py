@@ -76,8 +76,8 @@ def first_stage_for(from_run: str | None, saved: dict | None, kind: str, data_sp
     checkpoint = read_checkpoint(path)
     name = checkpoint_task_name(checkpoint)
     if name != AUTOENCODER_TASK:
-        raise MimicryError(f"{option}={from_run} is a {name.rsplit('.', 1)[-1]} run, not an autoencoder: give a run "
-                           f"of mimicry train task=autoencoder {AUTOENCODER_MODELS[kind][1]}")
+        raise MimicryError(f"{option}={from_run} is not an autoencoder run (it holds {name.rsplit('.', 1)[-1]}): give "
+                           f"a run of mimicry train task=autoencoder {AUTOENCODER_MODELS[kind][1]}")
     record = {"recipe": checkpoint["mimicry"].get("recipe"), "data_spec": read_derived(checkpoint, str(path))["data_spec"]}
     frozen = build_first_stage(record, kind, data_spec, option, source=f"{option}={from_run}")
     weights = {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
@@ -99,11 +99,10 @@ def build_first_stage(record: dict, kind: str, data_spec: dict, option: str,
         raise MimicryError(f"{source}: its recipe is not an autoencoder's (task._target_={cfg.task.get('_target_')})")
     target, choice = AUTOENCODER_MODELS[kind]
     if cfg.model.get("_target_") != target:
-        other = next((c for k, (t, c) in AUTOENCODER_MODELS.items() if t == cfg.model.get("_target_")), "another model")
-        use = "image_ar with tokenizer=vq" if kind == "kl" else "task=diffusion latent.from_run="
+        other = next((c for t, c in AUTOENCODER_MODELS.values() if t == cfg.model.get("_target_")), "another model")
         raise MimicryError(f"{option}: the autoencoder was trained with {other}, but this needs {choice} "
-                           f"({'discrete codes' if kind == 'vq' else 'continuous latents'}); "
-                           f"train one with mimicry train task=autoencoder {choice} (a {other} run goes with {use})")
+                           f"({'discrete codes' if kind == 'vq' else 'continuous latents'}); train one with "
+                           f"mimicry train task=autoencoder {choice}")
     spec = record["data_spec"]
     theirs = (int(spec.get("channels", 0)), int(spec.get("image_size", 0)))
     ours = (int(data_spec["channels"]), int(data_spec["image_size"]))
