@@ -74,6 +74,10 @@ def _hydra_train(cfg: DictConfig) -> float | None:
     return monitored_value(summary, cfg.get("monitor"))  # what a hyperparameter search optimizes
 
 
+# the config groups a user may turn off with GROUP=null (the others have no run without a choice)
+CONFIG_GROUPS = ("logger", "experiment", "hparams_search")
+
+
 def _quote(value: str) -> str:
     return value if value[:1] in "'\"" else f"'{value}'"
 
@@ -84,6 +88,8 @@ def prepare_train_args(args: list[str]) -> list[str]:
     `hydra.run.dir=DIR` (`resume_sweep=DIR`: the sweep's overrides into its own folder)."""
     args = [f"{override_key(a)}={_quote(a.split('=', 1)[1])}" if override_key(a) in ("resume", "init_from")
             and "=" in a else a for a in args]
+    args = [f"~{a.split('=', 1)[0]}" if a.split("=", 1)[0] in CONFIG_GROUPS and a.split("=", 1)[1] in ("null", "none")
+            else a for a in args]  # `logger=null`: Hydra drops a group's choice only when written `~logger`
     sweep = [a for a in args if override_key(a) == "resume_sweep" and a.split("=", 1)[1] not in ("true", "false")]
     if sweep:
         from mimicry.sweeps import resume_sweep_args

@@ -1,6 +1,7 @@
-"""The two things mimicry does with Lightning's private state, each because no public API does the
+"""The three things mimicry does with Lightning's private state, each because no public API does the
 job. Kept in one file so that a Lightning upgrade has one place to check; the logging tests
-(tests/test_logging.py) and the lookup-table tests (tests/test_generalization.py) fail if either breaks.
+(tests/test_logging.py), the lookup-table tests (tests/test_generalization.py) and the plain-update tests
+(tests/test_plain_updates.py) fail if one breaks.
 """
 from __future__ import annotations
 
@@ -17,5 +18,21 @@ def advance_global_step(trainer: pl.Trainer) -> None:
     """Advance ``trainer.global_step`` by one for a step Lightning's optimizer did not take. The step
     counter counts Lightning's optimizer steps only and has no public setter: a lookup table fitted by
     counting takes none (each counted batch is still a step of fitting), and an RL update stepped on
-    the plain optimizer (mimicry/tasks/rl/base.py) bypasses it."""
-    trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress.increment_completed()
+    the plain optimizer (mimicry/tasks/rl/base.py, mimicry/callbacks/plain_updates.py) bypasses it.
+
+    Lightning keeps two counters, one for each kind of optimization, and ``global_step`` reads the one
+    of the task's current kind; both advance here, so checkpoints agree whichever kind reads them."""
+    loop = trainer.fit_loop.epoch_loop
+    loop.manual_optimization.optim_step_progress.increment_completed()
+    loop.automatic_optimization.optim_progress.optimizer.step.increment_completed()
+
+
+def sync_step_counters(trainer: pl.Trainer) -> None:
+    """Set both step counters to the larger, so that a run resumed with the other kind of optimization
+    (callbacks.plain_updates turned on or off, a checkpoint from before it) keeps its ``global_step``."""
+    loop = trainer.fit_loop.epoch_loop
+    trackers = (loop.manual_optimization.optim_step_progress.total,
+                loop.automatic_optimization.optim_progress.optimizer.step.total)
+    steps = max(tracker.completed for tracker in trackers)
+    for tracker in trackers:
+        tracker.ready = tracker.completed = steps

@@ -18,6 +18,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf, read_write
+from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -176,6 +177,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, record: RunRecord | None = Non
     loggers = build_loggers(cfg.get("logger"))
     if loggers:
         callbacks.append(ConfigParams(flatten_config(OmegaConf.to_container(cfg, resolve=True))))
+    else:  # `logger=null`: nothing to write the learning rate to (Lightning's monitor refuses to start)
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir))
 
 

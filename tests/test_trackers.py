@@ -221,3 +221,11 @@ def test_resume_keeps_a_list_of_loggers_and_refuses_an_unknown_one(tmp_path):
     assert kept == ["task=lm", "logger=[tensorboard,mlflow]", "model.n_embd=32"]
     with pytest.raises(MimicryError, match="logger=evil is not an installed option"):
         vet_overrides(["logger=[tensorboard,evil]"], saved, "mimicry train resume=R")
+
+
+@pytest.mark.parametrize("off", ["logger=null", "~logger"])
+def test_a_run_with_no_logger_trains_and_keeps_its_summary_and_checkpoints(off, tmp_path):
+    run_mimicry(tmp_path, "train", *TINY_GAN, "trainer.max_epochs=1", off)  # no LearningRateMonitor refusal
+    (run_dir,) = run_dirs(tmp_path)
+    assert summary(run_dir)["status"] == "completed" and (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert not (run_dir / "tb").exists()

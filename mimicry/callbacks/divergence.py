@@ -6,6 +6,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from mimicry.callbacks.plain_updates import PlainUpdates
 from mimicry.errors import DivergedError
 
 
@@ -17,8 +18,14 @@ class DivergenceGuard(pl.Callback):
                            batch_idx: int) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if isinstance(loss, torch.Tensor) and not torch.isfinite(loss).all():
-            clipping = ", trainer.gradient_clip_val=1.0" if pl_module.automatic_optimization else ""
+            clipping = ", trainer.gradient_clip_val=1.0" if lightning_may_clip(trainer, pl_module) else ""
             raise DivergedError(
                 f"training diverged: loss is {loss.item()} at step {trainer.global_step}. The last good checkpoint is "
                 f"kept in checkpoints/. Try a lower optim.lr{clipping}, or trainer.precision=32."
             )
+
+
+def lightning_may_clip(trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
+    """Whether trainer.gradient_clip_val applies: the task's update is Lightning's or PlainUpdates' (which
+    clips as Lightning does), not one the task steps itself."""
+    return pl_module.automatic_optimization or any(isinstance(c, PlainUpdates) and c.active for c in trainer.callbacks)

@@ -17,9 +17,9 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-from pytorch_lightning.strategies import SingleDeviceStrategy
 from torch.utils.data import DataLoader
 
+from mimicry.callbacks.plain_updates import single_device_unscaled
 from mimicry.data.environments import env_spec, require_discrete
 from mimicry.data.episodes import Episodes, load_episodes
 from mimicry.data.recording import offline_dataset
@@ -248,9 +248,7 @@ class ReinforcementTask(ImitationTask):
 
     def plain_updates(self) -> bool:
         """True where an update needs nothing of Lightning: one device, no gradient scaler."""
-        trainer = self.trainer
-        return (isinstance(trainer.strategy, SingleDeviceStrategy)
-                and getattr(trainer.precision_plugin, "scaler", None) is None)
+        return single_device_unscaled(self.trainer)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if self.automatic_optimization:  # stepped by hand, step_optimizer takes the norm (once per batch logged)
