@@ -82,11 +82,15 @@ def _quote(value: str) -> str:
     return value if value[:1] in "'\"" else f"'{value}'"
 
 
+#: overrides whose value is a run folder (its name holds `=` and `,`): quoted for Hydra's command-line grammar
+PATH_OVERRIDES = ("resume", "init_from", "tokenizer.from_run", "latent.from_run")
+
+
 def prepare_train_args(args: list[str]) -> list[str]:
     """Quote path-valued overrides (run directories contain `=` and `,`), and turn `resume=DIR`
     into the run's own overrides (checked: mimicry/saved_overrides.py) + the new ones +
     `hydra.run.dir=DIR` (`resume_sweep=DIR`: the sweep's overrides into its own folder)."""
-    args = [f"{override_key(a)}={_quote(a.split('=', 1)[1])}" if override_key(a) in ("resume", "init_from")
+    args = [f"{override_key(a)}={_quote(a.split('=', 1)[1])}" if override_key(a) in PATH_OVERRIDES
             and "=" in a else a for a in args]
     args = [f"~{a.split('=', 1)[0]}" if a.split("=", 1)[0] in CONFIG_GROUPS and a.split("=", 1)[1] in ("null", "none")
             else a for a in args]  # `logger=null`: Hydra drops a group's choice only when written `~logger`

@@ -154,6 +154,13 @@ def test_a_crafted_first_stage_runs_nothing(two_stages, tmp_path):
     assert not victim.exists()
 
 
+def test_run_folders_given_as_from_run_are_quoted_for_hydra():
+    from mimicry.cli import prepare_train_args
+
+    assert prepare_train_args(["tokenizer.from_run=outputs/a=1,b=2", "latent.from_run=x=y"]) == [
+        "tokenizer.from_run='outputs/a=1,b=2'", "latent.from_run='x=y'"]
+
+
 def test_list_names_the_two_stage_options(tmp_path):
     listing = run_mimicry(tmp_path, "list").stdout
     assert "tokenizer=vq" in listing and "latent.from_run=AE_RUN" in listing and "unet_latent" in listing
