@@ -6,6 +6,7 @@ job. Kept in one file so that a Lightning upgrade has one place to check; the lo
 from __future__ import annotations
 
 import pytorch_lightning as pl
+from pytorch_lightning.strategies import SingleDeviceStrategy
 
 
 def is_logging_step(trainer: pl.Trainer) -> bool:
@@ -36,3 +37,10 @@ def sync_step_counters(trainer: pl.Trainer) -> None:
     steps = max(tracker.completed for tracker in trackers)
     for tracker in trackers:
         tracker.ready = tracker.completed = steps
+
+
+def single_device_unscaled(trainer: pl.Trainer) -> bool:
+    """One device and no gradient scaler: an update needs nothing of Lightning's strategy or precision, so
+    it may be stepped by hand (with ``advance_global_step``). Public attributes only; here beside the counter."""
+    return (isinstance(trainer.strategy, SingleDeviceStrategy)
+            and getattr(trainer.precision_plugin, "scaler", None) is None)

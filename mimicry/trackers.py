@@ -7,9 +7,11 @@ Neither package is a core dependency: a run that picks one without it fails with
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import netrc
 import os
+import re
 import socket
 import threading
 from pathlib import Path
@@ -24,6 +26,8 @@ from mimicry.errors import MimicryError
 log = logging.getLogger("mimicry")
 
 WANDB_HOST = "api.wandb.ai"
+TRACKER_IDS = "trackers.json"  # in the run folder: the MLflow and wandb run ids, so that resume= continues them
+TRACKER_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 REACH_TIMEOUT_S = 1.5
 
 # The loggers this process built, by run folder, until that job's summary.json is final (finish_trackers
@@ -63,12 +67,41 @@ def finish_trackers(run_dir: Path, status: str) -> None:
     started (the run failed before its first log) is left alone: Lightning's loggers say so only in
     private attributes (``_initialized``, ``_experiment``), as they start on first use."""
     summary = Path(run_dir) / "summary.json"
-    for logger in _open_loggers.pop(str(Path(run_dir).resolve()), []):
+    loggers = _open_loggers.pop(str(Path(run_dir).resolve()), [])
+    save_tracker_ids(Path(run_dir), loggers)
+    for logger in loggers:
         if isinstance(logger, MLFlowLogger) and logger._initialized and summary.is_file():
             logger.experiment.log_artifact(logger.run_id, str(summary))
         # (wandb is not given summary.json: a copy inside the run folder would look like a run of its own)
         if isinstance(logger, WandbLogger) and logger._experiment is not None:
             logger._experiment.finish(exit_code=0 if status == "completed" else 1)
+
+
+def saved_tracker_ids(run_dir: Path) -> dict[str, str]:
+    """The tracker run ids a previous session of this run folder left (``trackers.json``), checked to be
+    plain ids: the file is data from a shared folder, and anything else in it is ignored with a warning."""
+    path = Path(run_dir) / TRACKER_IDS
+    if not path.is_file():
+        return {}
+    try:
+        ids = json.loads(path.read_text())
+    except (OSError, ValueError):
+        ids = None
+    if not isinstance(ids, dict) or not all(isinstance(v, str) and TRACKER_ID.fullmatch(v) for v in ids.values()):
+        log.warning(f"{path} is not a file of tracker run ids; this session starts new MLflow/wandb runs")
+        return {}
+    return ids
+
+
+def save_tracker_ids(run_dir: Path, loggers: Iterable[Logger]) -> None:
+    ids = dict(saved_tracker_ids(run_dir))
+    for logger in loggers:
+        if isinstance(logger, MLFlowLogger) and logger._initialized:
+            ids["mlflow"] = logger.run_id
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            ids["wandb"] = logger._experiment.id
+    if ids and Path(run_dir).is_dir():
+        (Path(run_dir) / TRACKER_IDS).write_text(json.dumps(ids, indent=1) + "\n")
 
 
 def _remember(run_dir: Path, logger: Logger) -> Logger:
@@ -104,10 +137,26 @@ def mlflow_logger(run_dir: str, experiment: str, overrides: Sequence[str] = (),
     artifacts = None if tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") else \
         (Path("mlartifacts").resolve() / experiment).as_uri()
     logger = MLFlowLogger(experiment_name=experiment, run_name=Path(run_dir).name, tracking_uri=uri,
-                          artifact_location=artifacts,
+                          artifact_location=artifacts, run_id=mlflow_run_to_continue(run_dir, uri),
                           tags={"mimicry.run_dir": str(Path(run_dir).resolve()),
                                 "mimicry.overrides": " ".join(overrides)})
     return _remember(Path(run_dir), logger)
+
+
+def mlflow_run_to_continue(run_dir: str, uri: str) -> str | None:
+    """The MLflow run of this folder's earlier session (resume=), where this tracking store holds it."""
+    run_id = saved_tracker_ids(Path(run_dir)).get("mlflow")
+    if run_id is None:
+        return None
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient(uri).get_run(run_id)
+    except MlflowException:
+        log.info(f"MLflow run {run_id} of this folder is not in {uri}: this session starts a new one")
+        return None
+    return run_id
 
 
 # ---- Weights & Biases --------------------------------------------------------------------------
@@ -170,6 +219,9 @@ def wandb_logger(run_dir: str, overrides: Sequence[str] = (), project: str = "mi
         log.info(f"wandb: logging offline into {run_dir_path / 'wandb'}; upload it later with: "
                  f"wandb sync {run_dir_path / 'wandb'}/offline-run-*")
     # mode= goes to wandb.init itself: Lightning's offline=True would set $WANDB_MODE for the whole process
+    earlier = saved_tracker_ids(run_dir_path).get("wandb")  # resume=: the same wandb run goes on
+    if earlier is not None:
+        init = {"id": earlier, "resume": "allow", **init}
     logger = WandbLogger(name=run_dir_path.name, save_dir=str(run_dir_path), project=project, group=group,
                          notes=" ".join(overrides), mode=mode, **init)
     return _remember(run_dir_path, logger)

@@ -11,6 +11,11 @@ after it; and wall / CPU time. → scripts/results/bench_rl.json
     python scripts/bench_rl.py --algos ppo dqn --seeds 0 1 2
     python scripts/bench_rl.py --algos ppo --seeds 0 --eval-every 2048
 
+dqn: "a DQN that stays solved": default `algo=dqn`, seeds 0-2 to the whole budget; per seed the first
+evaluation ≥ 475, the final one and the worst one after the first. → scripts/results/bench_rl_dqn.json
+
+    python scripts/bench_rl.py --section dqn
+
 speed: env steps/s (acting and learning, evaluation excluded) of `algo=ppo` and `algo=dqn` through
 the CLI, each next to a plain PyTorch loop of the same algorithm built from the same pieces
 (rollout, network, objective, optimizer): the cost of Lightning. Measured alternately, back to back,
@@ -23,7 +28,8 @@ imitation: PPO (a critic's per-action reward), the Decision Transformer (a model
 for a high one) and filtered / plain behaviour cloning (imitate the best / all attempts):
 
     python scripts/bench_rl.py --section dt_cartpole   # DT on a recorded PPO + random dataset, asked for 500
-    python scripts/bench_rl.py --section key_to_door   # DT, %BC, BC from 1,000 random-policy episodes
+    python scripts/bench_rl.py --section key_to_door   # DT (context: the whole episode), %BC, BC from 1,000 random episodes
+    python scripts/bench_rl.py --section key_to_door_show_key   # the same on env.show_key=true (DT: one step of context)
     python scripts/bench_rl.py --section door_key      # MiniGrid DoorKey-5x5: PPO, and DT / %BC / BC from random episodes
     python scripts/bench_rl.py --section plot          # docs/rl_routes.png from the JSON files
 """
@@ -60,12 +66,12 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
             for tag, curve in scalar_curves(run_dir).items()}
 
 
-def budget_run(algo: str, seed: int, eval_every: int, workdir: Path) -> dict:
+def budget_run(algo: str, seed: int, eval_every: int, workdir: Path, *overrides: str, name: str = "") -> dict:
     """One training run to the algo's whole env-step budget (no early stop), and what held in it."""
-    run_dir = workdir / f"{algo}_seed{seed}"
+    run_dir = workdir / f"{name or algo}_seed{seed}"
     args = [sys.executable, "-m", "mimicry.cli", "train", "task=rl", f"algo={algo}", f"seed={seed}",
             "task.stop_at_return=null", f"task.eval_every_env_steps={eval_every}",
-            f"hydra.run.dir={run_dir}", "callbacks.progress=null"]
+            f"hydra.run.dir={run_dir}", "callbacks.progress=null", *overrides]
     cpu, started = child_cpu_seconds(), time.perf_counter()
     result = subprocess.run(args, cwd=workdir, capture_output=True, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -77,7 +83,7 @@ def budget_run(algo: str, seed: int, eval_every: int, workdir: Path) -> dict:
     env_steps_at = dict(found["rollout/env_steps"])
     evals = [(int(env_steps_at.get(step)), value) for step, value in sorted(found["eval/return_mean"])]
     speed = [v for _, v in found.get("rollout/env_steps_per_sec", [])]
-    return {"algo": algo, "seed": seed, **what_holds(evals, TARGET),
+    return {"algo": algo, "seed": seed, "overrides": list(overrides), **what_holds(evals, TARGET),
             "final_env_steps": int(max(env_steps_at.values())), "best_eval_return": max(v for _, v in evals),
             "evals": [{"env_steps": e, "return_mean": v} for e, v in evals],
             "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
@@ -241,14 +247,21 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=2500, help="env steps between evaluations")
     parser.add_argument("--out", default=str(REPO / "scripts/results/bench_rl.json"))
     parser.add_argument("--section", default="cartpole",
-                        choices=["cartpole", "speed", "dt_cartpole", "key_to_door", "door_key", "plot"])
+                        choices=["cartpole", "dqn", "speed", "dt_cartpole", "key_to_door", "key_to_door_show_key", "door_key",
+                                 "plot"])
+    parser.add_argument("--routes", nargs="+", help="key_to_door sections: these routes only (decision_transformer, "
+                        "filtered_bc_top10, bc); runs completed in --workdir are read, not rerun")
     parser.add_argument("--workdir", help="the sections' run folder (default: a new temporary one); runs "
                         "already completed there are read, not rerun")
     args = parser.parse_args()
     if args.section != "cartpole":
         workdir = Path(args.workdir or tempfile.mkdtemp(prefix=f"bench_rl_{args.section}_"))
         workdir.mkdir(parents=True, exist_ok=True)
-        SECTIONS[args.section](workdir)
+        if args.section.startswith("key_to_door"):
+            section_key_to_door(workdir, show_key=args.section.endswith("show_key"), routes=args.routes,
+                                run_seeds=args.seeds)
+        else:
+            SECTIONS[args.section](workdir)
         return
 
     workdir = Path(tempfile.mkdtemp(prefix="bench_rl_"))
@@ -277,6 +290,29 @@ def main() -> None:
                      "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared, loaded)",
                      "summary": summary, "runs": runs})
     print(f"wrote {args.out}")
+
+
+def section_dqn(workdir: Path, seeds: tuple[int, ...] = (0, 1, 2), eval_every: int = 2500) -> None:
+    """DQN that stays solved: default `task=rl algo=dqn`, each seed run to its whole budget (no early
+    stop), a greedy evaluation (10 episodes) every 2,500 env steps. Per seed: the first evaluation
+    ≥ 475 (env steps), the final one, and the worst one after the first. Passes when the final one is
+    ≥ 475 on every seed and none after the first 475 is below 400."""
+    out = str(REPO / "scripts/results/bench_rl_dqn.json")
+    runs = []
+    for seed in seeds:
+        run = budget_run("dqn", seed, eval_every, workdir)
+        run["holds"] = run["final"] >= TARGET and (run["worst_after_first"] is None or run["worst_after_first"] >= 400)
+        runs.append(run)
+        write(out, {"partial": True, "runs": runs})
+        print(f"dqn seed {seed}: first solve {run['first_success']}, final {run['final']:.1f}, worst after first "
+              f"solve {run['worst_after_first']}, {run['wall_s']} s wall, {run['cpu_s']} CPU-s", flush=True)
+    passed = all(r["holds"] for r in runs)
+    results = {"target_return": TARGET, "criterion": "final ≥ 475 on every seed; no evaluation after the first "
+               "≥ 475 below 400", "passed": passed, "eval_every": eval_every, "machine": machine(),
+               "per_seed": [{k: r[k] for k in ("seed", "first_success", "final", "worst_after_first", "holds")}
+                            for r in runs], "runs": runs}
+    write(out, results)
+    print(f"{'PASSED' if passed else 'FAILED'}: {results['criterion']}; wrote {out}")
 
 
 def write(path: str, results: dict) -> None:
@@ -314,7 +350,7 @@ def train(workdir: Path, name: str, *overrides: str) -> dict:
             **times, "run_dir": str(run_dir)}
 
 
-def random_dataset(env: str, episodes: int, path: Path, seed: int = 0) -> dict:
+def random_dataset(env: str, episodes: int, path: Path, seed: int = 0, env_options: dict | None = None) -> dict:
     """``episodes`` random-policy episodes, recorded by the same code a dataset-less bc/DT run uses."""
     import numpy as np
     import torch
@@ -325,7 +361,8 @@ def random_dataset(env: str, episodes: int, path: Path, seed: int = 0) -> dict:
     torch.manual_seed(seed)
     cpu = time.process_time()
     if not path.is_file():  # (kept in --workdir)
-        record_mixed_dataset(env, path, seed, random_episodes=episodes, ppo_env_steps=0, ppo_episodes=0)
+        record_mixed_dataset(env, path, seed, random_episodes=episodes, ppo_env_steps=0, ppo_episodes=0,
+                             env_options=env_options)
     returns = load_episodes(path).returns()
     top = np.sort(returns)[-max(1, len(returns) // 10):]
     return {"path": str(path), "episodes": len(returns), "env_steps": int(load_episodes(path).episode_lengths.sum()),
@@ -335,19 +372,19 @@ def random_dataset(env: str, episodes: int, path: Path, seed: int = 0) -> dict:
 
 
 def offline_routes(env: str, dataset: Path, seeds: dict[str, list[int]], dt: list[str], bc: list[str],
-                   eval_episodes: int, workdir: Path) -> list[dict]:
+                   eval_episodes: int, workdir: Path, extra: list[str] = (), name: str = "") -> list[dict]:
     """DT, %BC (top 10%) and BC, each trained on ``dataset`` and evaluated greedily on eval_episodes episodes."""
     routes = {"decision_transformer": ["algo=decision_transformer", *dt],
               "filtered_bc_top10": ["algo=bc", "algo.keep_fraction=0.1", *bc],
               "bc": ["algo=bc", "algo.keep_fraction=1.0", *bc]}
     runs = []
     for route, overrides in routes.items():
-        for seed in seeds[route]:
-            run = train(workdir, f"{env}_{route}_seed{seed}", f"env={env}", f"seed={seed}", f"algo.dataset={dataset}",
-                        f"task.eval_episodes={eval_episodes}", *overrides)
+        for seed in seeds.get(route, []):
+            run = train(workdir, f"{name or env}_{route}_seed{seed}", f"env={env}", *extra, f"seed={seed}",
+                        f"algo.dataset={dataset}", f"task.eval_episodes={eval_episodes}", *overrides)
             run.update(route=route, seed=seed)
             runs.append(run)
-            print(f"{env} {route:22s} seed {seed}: final eval return {run['final_eval_return']:.3f} "
+            print(f"{name or env} {route:22s} seed {seed}: final eval return {run['final_eval_return']:.3f} "
                   f"(best {run['best_eval_return']:.3f}), {run['cpu_s']} CPU-s, {run['wall_s']} s wall", flush=True)
     return runs
 
@@ -394,31 +431,48 @@ def section_dt_cartpole(workdir: Path) -> None:
           {"env": "cartpole", "target_return": 500, "machine": machine(), "runs": runs})
 
 
-# Key-to-Door's observation holds all that matters (the key held, the room, the cells), so one step of
-# context suffices; a small GPT with large batches: only ~7% of random episodes succeed, and the
-# return-conditioned difference is learned from those windows alone (tried here: the paper-size DT
-# with 24 steps of context at batch 64 stayed at the random policy's 1-6% after 500 updates).
-KEY_TO_DOOR_DT = ["algo.context=1", "model.block_size=3", "model.n_layer=2", "model.n_embd=64", "model.n_head=2",
-                  "model.dropout=0.0", "algo.batch_size=2048", "algo.updates=2000", "algo.updates_per_eval=500",
+# env.show_key=true (the Markov version): the observation holds all that matters (the key held, the room,
+# the cells), so one step of context suffices; a small GPT with large batches: only ~7% of random
+# episodes succeed, and the return-conditioned difference is learned from those windows alone (tried
+# here: the paper-size DT with 24 steps of context at batch 64 stayed at the random policy's 1-6% after
+# 500 updates).
+KEY_TO_DOOR_SHOWN_DT = ["algo.context=1", "model.block_size=3", "model.n_layer=2", "model.n_embd=64", "model.n_head=2",
+                        "model.dropout=0.0", "algo.batch_size=2048", "algo.updates=2000", "algo.updates_per_eval=500",
+                        "optim.lr=2e-3", "optim.min_lr=2e-4", "algo.max_timestep=64"]
+# the default (the paper's version: the later rooms hide whether the key is held): a context spanning
+# the whole episode (3 rooms × 8 steps = 24 steps, 72 tokens), so the key room is in every window that
+# ends at the door; the same small GPT, fewer windows a batch (each carries up to 24 actions)
+KEY_TO_DOOR_DT = ["algo.context=24", "model.block_size=72", "model.n_layer=2", "model.n_embd=64", "model.n_head=2",
+                  "model.dropout=0.0", "algo.batch_size=64", "algo.updates=1500", "algo.updates_per_eval=500",
                   "optim.lr=2e-3", "optim.min_lr=2e-4", "algo.max_timestep=64"]
 # behaviour cloning: 3,000 minibatches of 256 (fewer underfit: top-10% BC reached 27% after 1,000)
 OFFLINE_BC = ["algo.updates=3000", "algo.updates_per_eval=1000"]
+PAPER_KEY_TO_DOOR = {"decision_transformer": 0.718, "filtered_bc_top10": 0.699, "bc": 0.014}
 
 
-def section_key_to_door(workdir: Path) -> None:
+def section_key_to_door(workdir: Path, show_key: bool = False, routes: list[str] | None = None,
+                        run_seeds: list[int] = (0, 1, 2)) -> None:
     """Key-to-Door from 1,000 random-policy episodes: success rate (eval return mean over 100 greedy
-    episodes) of DT (seed 0: a DT run costs ~150 CPU-s), %BC (top 10%) and BC (seeds 0, 1). The paper:
-    71.8%, 69.9%, 1.4%."""
-    seeds = {"decision_transformer": [0], "filtered_bc_top10": [0, 1], "bc": [0, 1]}
-    dataset = random_dataset("key_to_door", 1000, workdir / "random_1000.npz")
-    print(f"key_to_door dataset: {dataset['episodes']} random episodes, success rate {dataset['success_rate']:.3f}",
+    episodes) of DT, %BC (top 10%) and BC, seeds 0-2 each. The paper (1,000 random trajectories):
+    71.8%, 69.9%, 1.4%. Default: the later rooms hide the key (DT with a context spanning the episode);
+    show_key: today's Markov version (env.show_key=true, DT with one step of context)."""
+    # (--routes, --seeds: some only, e.g. in a second process; a last run of all of them writes the whole JSON)
+    seeds = {route: list(run_seeds) for route in routes or PAPER_KEY_TO_DOOR}
+    name = "key_to_door_show_key" if show_key else "key_to_door"
+    options = {"show_key": show_key}
+    dataset = random_dataset("key_to_door", 1000, workdir / f"{name}_random_1000.npz", env_options=options)
+    print(f"{name} dataset: {dataset['episodes']} random episodes, success rate {dataset['success_rate']:.3f}",
           flush=True)
-    runs = offline_routes("key_to_door", Path(dataset["path"]), seeds, KEY_TO_DOOR_DT, OFFLINE_BC, 100, workdir)
-    results = {"env": "key_to_door", "dataset": dataset, "eval_episodes": 100, "machine": machine(),
-               "paper_success": {"decision_transformer": 0.718, "filtered_bc_top10": 0.699, "bc": 0.014},
-               "summary": route_summary(runs), "runs": runs}
-    write(str(REPO / "scripts/results/bench_rl_key_to_door.json"), results)
+    runs = offline_routes("key_to_door", Path(dataset["path"]), seeds, KEY_TO_DOOR_SHOWN_DT if show_key else KEY_TO_DOOR_DT,
+                          OFFLINE_BC, 100, workdir, extra=[f"env.show_key={str(show_key).lower()}"], name=name)
+    results = {"env": f"key_to_door env.show_key={str(show_key).lower()}", "dataset": dataset, "eval_episodes": 100,
+               "machine": machine(), "paper_success": PAPER_KEY_TO_DOOR, "summary": route_summary(runs), "runs": runs}
+    write(str(REPO / f"scripts/results/bench_rl_{name}.json"), results)
     print(json.dumps(results["summary"], indent=1))
+
+
+def section_key_to_door_show_key(workdir: Path) -> None:
+    section_key_to_door(workdir, show_key=True)
 
 
 # PPO on MiniGrid-DoorKey-5x5 with RL Zoo's settings, kept in conf/algo_env/ppo_door_key.yaml (8 envs ×
@@ -518,7 +572,7 @@ def section_plot(workdir: Path) -> None:
         ax.axhline(k2d["dataset"]["success_rate"], ls=":", color="black", lw=1,
                    label=f"the random policy that recorded it: {k2d['dataset']['success_rate']:.3f}")
         ax.set_xticks(range(3), ["DT", "%BC (top 10%)", "BC"])
-    ax.set(title="Key-to-Door (ours), from 1,000 random-policy episodes",
+    ax.set(title="Key-to-Door (key hidden after its room), 1,000 random episodes",
            ylabel="success rate (100 greedy episodes)", ylim=(0, 1.4), yticks=[0, 0.2, 0.4, 0.6, 0.8, 1.0])
 
     door = load("bench_rl_door_key.json")
@@ -544,8 +598,8 @@ def section_plot(workdir: Path) -> None:
     print(f"wrote {out}")
 
 
-SECTIONS = {"speed": section_speed, "dt_cartpole": section_dt_cartpole, "key_to_door": section_key_to_door,
-            "door_key": section_door_key, "plot": section_plot}
+SECTIONS = {"dqn": section_dqn, "speed": section_speed, "dt_cartpole": section_dt_cartpole, "key_to_door": section_key_to_door,
+            "key_to_door_show_key": section_key_to_door_show_key, "door_key": section_door_key, "plot": section_plot}
 
 
 if __name__ == "__main__":

@@ -27,6 +27,26 @@ def test_q_target_by_hand_with_a_terminal_state():
     assert q_target(reward, terminated, next_q_target, next_q_online, 0.5).tolist() == pytest.approx([3.0, 2.0, 5.5])
 
 
+def test_double_dqn_reference_takes_the_online_argmax_and_the_target_value():
+    """Through the task's own reference: two networks that disagree on the best next action, by hand."""
+    def linear(weight):  # Q(s, ·) = s @ W: a one-layer network with hand-set weights
+        net = torch.nn.Linear(2, 2, bias=False)
+        net.weight.data = torch.tensor(weight).T
+        return net
+
+    task = DQN(model={"_target_": "mimicry.models.q_network.QNetwork", "hidden": [8]},
+               loss={"_target_": "mimicry.losses.td.Huber"}, optim={"lr": 1e-3}, data_spec={},
+               algo={**ALGO, "gamma": 0.5}, total_env_steps=1000)
+    task.model.net, task.target.net = linear([[1.0, 0.0], [0.0, 1.0]]), linear([[2.0, 30.0], [40.0, 3.0]])
+    batch = {"next_obs": torch.tensor([[1.0, 0.0], [0.0, 1.0]]), "reward": torch.tensor([1.0, 1.0]),
+             "terminated": torch.tensor([False, True])}
+    # next state 0: online Q (1, 0) picks action 0, the target values it 2 (its own max would be 30)
+    task.algo["double_dqn"] = True
+    assert task.td_reference(batch).tolist() == pytest.approx([1.0 + 0.5 * 2.0, 1.0])
+    task.algo["double_dqn"] = False
+    assert task.td_reference(batch).tolist() == pytest.approx([1.0 + 0.5 * 30.0, 1.0])
+
+
 def test_replay_buffer_keeps_the_latest_transitions():
     buffer = ReplayBuffer(capacity=3, obs_dim=1)
     for i in range(5):

@@ -33,7 +33,7 @@ def test_dt_records_ppo_and_random_episodes_then_reuses_them_on_resume(tmp_path,
     assert "`max_epochs=2` reached" in log
     assert summary(run_dir / "recording_ppo")["status"] == "completed"  # the PPO run has its own folder
     dataset = run_dir / RECORDED_NAME
-    episodes = load_episodes(dataset, env="key_to_door", obs_dim=11)
+    episodes = load_episodes(dataset, env="key_to_door", obs_dim=10)  # the key held is hidden (env.show_key=false)
     assert len(episodes.episode_lengths) == 40 and set(np.unique(episodes.rewards)) <= {0.0, 1.0}
     assert result["metrics"]["dataset/return_mean"] == pytest.approx(episodes.returns().mean(), abs=1e-4)
     recorded_at = dataset.stat().st_mtime_ns

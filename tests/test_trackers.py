@@ -229,3 +229,36 @@ def test_a_run_with_no_logger_trains_and_keeps_its_summary_and_checkpoints(off, 
     (run_dir,) = run_dirs(tmp_path)
     assert summary(run_dir)["status"] == "completed" and (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert not (run_dir / "tb").exists()
+
+
+def test_resume_continues_the_same_mlflow_and_wandb_runs(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    for name in TRACKER_ENV:
+        monkeypatch.delenv(name, raising=False)
+    env = offline_env(tmp_path)
+    run_mimicry(tmp_path, "train", *TINY_GAN, "trainer.max_epochs=1", "logger=[mlflow,wandb]", env=env)
+    (run_dir,) = run_dirs(tmp_path)
+    first = json.loads((run_dir / "trackers.json").read_text())
+    run_mimicry(tmp_path, "train", f"resume={run_dir}", "trainer.max_epochs=2", env=env)
+    assert json.loads((run_dir / "trackers.json").read_text()) == first
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("gan").experiment_id])  # one run, not two
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "gan/d_real"))
+    assert run.info.run_id == first["mlflow"] and steps == list(range(summary(run_dir)["steps"]))  # both sessions
+    assert run.data.params["trainer.max_epochs"] == "1"  # MLflow keeps a run's first params...
+    assert "trainer.max_epochs=2" in run.data.tags["mimicry.resumed_with"]  # ...and the change is said beside them
+    offline = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 2 and all(d.name.endswith(first["wandb"]) for d in offline)  # one wandb id, synced as one
+
+
+def test_a_tampered_tracker_id_file_starts_new_runs(tmp_path, caplog):
+    from mimicry.trackers import saved_tracker_ids
+
+    (tmp_path / "trackers.json").write_text(json.dumps({"mlflow": "../../etc; rm -rf /", "wandb": "abc"}))
+    with caplog.at_level("WARNING", logger="mimicry"):
+        assert saved_tracker_ids(tmp_path) == {}
+    assert "not a file of tracker run ids" in caplog.text
+    (tmp_path / "trackers.json").write_text("{not json")
+    assert saved_tracker_ids(tmp_path) == {}

@@ -22,9 +22,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.strategies import SingleDeviceStrategy
 
-from mimicry.lightning_internals import advance_global_step, sync_step_counters
+from mimicry.lightning_internals import advance_global_step, single_device_unscaled, sync_step_counters
 
 log = logging.getLogger("mimicry")
 
@@ -33,12 +32,6 @@ log = logging.getLogger("mimicry")
 MODULE_HOOKS = ("backward", "optimizer_step", "optimizer_zero_grad", "configure_gradient_clipping",
                 "lr_scheduler_step", "on_before_zero_grad", "on_before_backward", "on_after_backward")
 CALLBACK_HOOKS = ("on_before_zero_grad", "on_before_backward", "on_after_backward", "on_before_optimizer_step")
-
-
-def single_device_unscaled(trainer: pl.Trainer) -> bool:
-    """One device and no gradient scaler: an update needs nothing of Lightning's strategy or precision."""
-    return (isinstance(trainer.strategy, SingleDeviceStrategy)
-            and getattr(trainer.precision_plugin, "scaler", None) is None)
 
 
 def overrides(obj: object, base: type, name: str) -> bool:

@@ -8,7 +8,8 @@ bootstrap its value from.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import inspect
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
 
@@ -85,14 +86,16 @@ def _door_key(render_mode: str | None = None) -> gym.Env:
     return MiniGridOneHot(gym.make("MiniGrid-DoorKey-5x5-v0", render_mode=render_mode))
 
 
-def _key_to_door(render_mode: str | None = None) -> gym.Env:
+def _key_to_door(render_mode: str | None = None, show_key: bool = False) -> gym.Env:
     import mimicry.data.key_to_door  # noqa: F401  (registers mimicry/KeyToDoor-v0)
 
-    # three rooms: a key, a distractor, a door that pays 1 only with the key (mimicry/data/key_to_door.py)
-    return gym.make("mimicry/KeyToDoor-v0", render_mode=render_mode)
+    # three rooms: a key, a distractor, a door that pays 1 only with the key (mimicry/data/key_to_door.py);
+    # show_key: the observation also says whether the key is held (then no memory is needed)
+    return gym.make("mimicry/KeyToDoor-v0", render_mode=render_mode, show_key=show_key)
 
 
-#: name → maker of one (unwrapped-vector) environment
+#: name → maker of one (unwrapped-vector) environment; a maker's keyword arguments beyond
+#: ``render_mode`` are the environment's options (conf/env/<name>.yaml, e.g. ``env.show_key``)
 ENVIRONMENTS: dict[str, Callable[..., gym.Env]] = {
     "cartpole": _gym("CartPole-v1"),
     "acrobot": _gym("Acrobot-v1"),
@@ -107,11 +110,12 @@ ENVIRONMENTS: dict[str, Callable[..., gym.Env]] = {
 
 @dataclass(frozen=True)
 class EnvSpec:
-    """What a network needs to know of an environment."""
+    """What a network needs to know of an environment (and the options that made it)."""
     name: str
     obs_dim: int
     n_actions: int | None  # None: continuous actions
     max_episode_steps: int | None
+    options: dict = field(default_factory=dict)  # the maker's settings, e.g. {"show_key": False}
 
     @property
     def discrete(self) -> bool:
@@ -124,23 +128,40 @@ def check_env_name(name: str) -> None:
                            f"(e.g. env=cartpole)")
 
 
-def make_env(name: str, render_mode: str | None = None) -> gym.Env:
-    """One environment by name (unknown name → MimicryError listing the known ones)."""
+def check_env_options(name: str, options: dict | None) -> dict:
+    """``options`` as the maker of ``name`` takes them; one that it does not know → MimicryError."""
     check_env_name(name)
+    known = [p for p in inspect.signature(ENVIRONMENTS[name]).parameters if p != "render_mode"]
+    unknown = sorted(set(options or {}) - set(known))
+    if unknown:
+        raise MimicryError(f"env={name} has no option {', '.join(unknown)}; "
+                           + (f"its options: {', '.join(known)}" if known else "it takes none"))
+    return dict(options or {})
+
+
+def option_overrides(options: dict | None) -> list[str]:
+    """Environment options as the command line sets them, e.g. ["env.show_key=false"]."""
+    return [f"env.{key}={str(value).lower() if isinstance(value, bool) else value}"
+            for key, value in (options or {}).items()]
+
+
+def make_env(name: str, render_mode: str | None = None, options: dict | None = None) -> gym.Env:
+    """One environment by name and options (unknown name or option → MimicryError listing the known ones)."""
+    options = check_env_options(name, options)
     try:
-        return ENVIRONMENTS[name](render_mode=render_mode)
+        return ENVIRONMENTS[name](render_mode=render_mode, **options)
     except ImportError as error:
         raise MimicryError(f"env={name} needs a package that is not installed ({error.name}); "
                            f"install it with: pip install {error.name}") from None
 
 
-def env_spec(name: str) -> EnvSpec:
-    env = make_env(name)
+def env_spec(name: str, options: dict | None = None) -> EnvSpec:
+    env = make_env(name, options=options)
     try:
         space = env.action_space
         n_actions = int(space.n) if isinstance(space, gym.spaces.Discrete) else None
         return EnvSpec(name, int(env.observation_space.shape[0]), n_actions,
-                       env.spec.max_episode_steps if env.spec is not None else None)
+                       env.spec.max_episode_steps if env.spec is not None else None, dict(options or {}))
     finally:
         env.close()
 
@@ -153,11 +174,11 @@ def require_discrete(spec: EnvSpec, algo: str) -> None:
                            f"choose a discrete environment: {discrete}")
 
 
-def make_vector_env(name: str, num_envs: int, seed: int, render_mode: str | None = None) -> tuple[SyncVectorEnv, np.ndarray]:
+def make_vector_env(name: str, num_envs: int, seed: int, render_mode: str | None = None,
+                    options: dict | None = None) -> tuple[SyncVectorEnv, np.ndarray]:
     """``num_envs`` copies in one process, reset with seeds seed, seed+1, ...; returns (envs, first observations)."""
-    check_env_name(name)
-    make_env(name).close()  # a missing package fails here, with its message
-    maker = partial(ENVIRONMENTS[name], render_mode=render_mode)
+    make_env(name, options=options).close()  # a missing package or an unknown option fails here, with its message
+    maker = partial(ENVIRONMENTS[name], render_mode=render_mode, **(options or {}))
     envs = SyncVectorEnv([maker for _ in range(num_envs)], autoreset_mode=AutoresetMode.SAME_STEP)
     envs.action_space.seed(seed)
     observations, _ = envs.reset(seed=seed)

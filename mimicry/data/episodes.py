@@ -57,8 +57,10 @@ def save_episodes(path: Path, env: str, played: dict) -> Path:
     return path
 
 
-def load_episodes(path: str | Path, env: str | None = None, obs_dim: int | None = None) -> Episodes:
-    """Read and check an episode dataset; with ``env``/``obs_dim``, it must be from that environment."""
+def load_episodes(path: str | Path, env: str | None = None, obs_dim: int | None = None,
+                  env_options: dict | None = None) -> Episodes:
+    """Read and check an episode dataset; with ``env``/``obs_dim``, it must be from that environment
+    (``env_options``, e.g. {"show_key": False}, only name the variant in the message)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise MimicryError(f"episode dataset not found: {path}; record one with "
@@ -96,6 +98,10 @@ def load_episodes(path: str | Path, env: str | None = None, obs_dim: int | None 
         raise MimicryError(f"{path} was recorded in env={episodes.env}, but this run uses env={env}; "
                            f"record a dataset in env={env} or choose env={episodes.env}")
     if obs_dim is not None and episodes.observations.shape[1:] != (obs_dim,):
-        raise MimicryError(f"{path}: observations of shape {episodes.observations.shape[1:]}, but env={env} gives "
-                           f"({obs_dim},); the dataset is from a different environment")
+        from mimicry.data.environments import option_overrides
+
+        variant = "".join(" " + o for o in option_overrides(env_options))
+        raise MimicryError(f"{path}: observations of shape {episodes.observations.shape[1:]}, but env={env}{variant} gives "
+                           f"({obs_dim},); the dataset is from a different environment"
+                           + (" or another setting of its options" if env_options else ""))
     return episodes

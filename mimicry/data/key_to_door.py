@@ -12,10 +12,14 @@ The only reward comes at the very end, and it depends on what was done two rooms
 late-reward problem in its plainest form. With the defaults (4 × 4 rooms, 8 steps each), a random
 policy succeeds in about 7% of episodes, a good one in all of them.
 
-Observation (11 floats): the agent's cell, the key's cell (−1, −1 once picked up or after the key
-room), the door's cell (−1, −1 before the door room), all divided by ``size - 1``; whether the key is
-held; the room as a one-hot; the share of the room's time used. Actions: up, down, left, right.
-The time is part of the observation, so the end of the last room is a real termination.
+Observation (10 floats): the agent's cell, the key's cell (−1, −1 once picked up or after the key
+room), the door's cell (−1, −1 before the door room), all divided by ``size - 1``; the room as a
+one-hot; the share of the room's time used. Actions: up, down, left, right. The time is part of the
+observation, so the end of the last room is a real termination.
+
+As in the paper, the later rooms do not show whether the key was picked up: only a memory of the key
+room carries it across the distractor room. ``show_key=True`` (``env.show_key=true``) adds an 11th
+float, whether the key is held, which makes the task Markov: one step of context then suffices.
 """
 from __future__ import annotations
 
@@ -30,11 +34,11 @@ COLOURS = {"floor": (235, 235, 225), "wall": (90, 90, 100), "agent": (215, 50, 4
 class KeyToDoor(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
 
-    def __init__(self, size: int = 4, steps_per_room: tuple[int, int, int] = (8, 8, 8),
+    def __init__(self, size: int = 4, steps_per_room: tuple[int, int, int] = (8, 8, 8), show_key: bool = False,
                  render_mode: str | None = None, cell_pixels: int = 24):
-        self.size, self.steps_per_room = size, tuple(steps_per_room)
+        self.size, self.steps_per_room, self.show_key = size, tuple(steps_per_room), bool(show_key)
         self.render_mode, self.cell_pixels = render_mode, cell_pixels
-        self.observation_space = gym.spaces.Box(-1.0, 1.0, (11,), np.float32)
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (11 if show_key else 10,), np.float32)
         self.action_space = gym.spaces.Discrete(4)
         self.start = np.array([size // 2, size - 1])  # where the agent enters each room
 
@@ -74,7 +78,8 @@ class KeyToDoor(gym.Env):
         door = self.door / scale if self.room == 2 else np.full(2, -1.0)
         room = np.eye(3)[self.room]
         used = self.time_in_room / self.steps_per_room[self.room]
-        return np.concatenate([self.agent / scale, key, door, [float(self.has_key)], room, [used]]).astype(np.float32)
+        held = [float(self.has_key)] if self.show_key else []  # hidden: the paper's version, memory needed
+        return np.concatenate([self.agent / scale, key, door, held, room, [used]]).astype(np.float32)
 
     # ---- a picture (numpy only) ---------------------------------------------------------------------
     def render(self) -> np.ndarray | None:

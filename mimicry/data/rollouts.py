@@ -89,8 +89,8 @@ class VectorRollout:
     """A vector env stepped by a policy, keeping the episode statistics itself (gymnasium 1.x's
     ``RecordEpisodeStatistics`` reports them through masks that differ by autoreset mode)."""
 
-    def __init__(self, env_name: str, num_envs: int, seed: int):
-        self.envs, self.obs = make_vector_env(env_name, num_envs, seed)
+    def __init__(self, env_name: str, num_envs: int, seed: int, env_options: dict | None = None):
+        self.envs, self.obs = make_vector_env(env_name, num_envs, seed, options=env_options)
         self.num_envs = num_envs
         self.running_return = np.zeros(num_envs)
         self.running_length = np.zeros(num_envs, np.int64)
@@ -171,8 +171,10 @@ class VectorRollout:
 
 
 def run_episodes(env_name: str, policy: Callable[[torch.Tensor], torch.Tensor], episodes: int, seed: int,
-                 max_envs: int = 16, record: bool = False, render: bool = False) -> dict[str, np.ndarray | list]:
-    """Play ``episodes`` whole episodes (env i reset with seed + i) with ``policy(obs) → actions``.
+                 max_envs: int = 16, record: bool = False, render: bool = False,
+                 env_options: dict | None = None) -> dict[str, np.ndarray | list]:
+    """Play ``episodes`` whole episodes (env i reset with seed + i) with ``policy(obs) → actions``
+    in ``env_name`` made with ``env_options``.
 
     Returns {"returns", "lengths"} and, with ``record``, the steps of every episode in order
     (observations, actions, rewards, terminations, truncations) for an episode dataset; with
@@ -185,7 +187,8 @@ def run_episodes(env_name: str, policy: Callable[[torch.Tensor], torch.Tensor], 
     films: list[list[np.ndarray]] = []
     for first in range(0, episodes, max_envs):
         count = min(max_envs, episodes - first)
-        envs, obs = make_vector_env(env_name, count, seed + first, render_mode="rgb_array" if render else None)
+        envs, obs = make_vector_env(env_name, count, seed + first, render_mode="rgb_array" if render else None,
+                                    options=env_options)
         # each env plays its first episode only; its steps are gathered per env, then in order
         steps: list[dict[str, list]] = [{k: [] for k in recorded} for _ in range(count)]
         done = np.zeros(count, bool)

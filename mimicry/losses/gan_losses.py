@@ -5,6 +5,9 @@ scalar to *minimise*. A loss also declares what it needs, so the task never bran
 `default_d_steps` (critic steps per generator step), `default_betas` (Adam), which gradient
 penalties it adds (`penalties`), and `verdict` (how a logit is shown as "D(x)").
 
+R1 may be lazy (StyleGAN2): `r1_every=N` adds N times the penalty on every Nth D step only,
+the same expected gradient for about 1/N of its cost (the second-order backward is what costs).
+
 Formulas (REFERENCES.md), with r = D(x), f = D(G(z)):
     ns       D: softplus(-r) + softplus(f)        G: softplus(-f)
     minimax  D: softplus(-r) + softplus(f)        G: -softplus(f)       (= log(1 - sigmoid(f)))
@@ -20,6 +23,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from mimicry.errors import MimicryError
 
 Critic = Callable[[Tensor], Tensor]  # images -> one score per image
 
@@ -46,8 +51,10 @@ class GANLoss:
     default_betas: tuple[float, float] = (0.5, 0.999)  # DCGAN's Adam betas
     decision_boundary: float = 0.0  # a logit above it means "D says real"
 
-    def __init__(self, gp_weight: float = 0.0, r1_gamma: float = 0.0):
-        self.gp_weight, self.r1_gamma = gp_weight, r1_gamma
+    def __init__(self, gp_weight: float = 0.0, r1_gamma: float = 0.0, r1_every: int = 1):
+        if int(r1_every) != r1_every or r1_every < 1:
+            raise MimicryError(f"loss.r1_every={r1_every}: give a whole number of D steps >= 1 (1 = R1 on every step)")
+        self.gp_weight, self.r1_gamma, self.r1_every = gp_weight, r1_gamma, int(r1_every)
 
     @property
     def penalties(self) -> tuple[str, ...]:
@@ -60,13 +67,13 @@ class GANLoss:
     def generator(self, fake_logits: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def regularizer(self, critic: Critic, real: Tensor, fake: Tensor) -> Tensor:
-        """Sum of the declared penalties (zero when there are none)."""
+    def regularizer(self, critic: Critic, real: Tensor, fake: Tensor, d_step: int = 0) -> Tensor:
+        """Sum of the declared penalties (zero when there are none); `d_step` counts D's steps, for lazy R1."""
         total = real.new_zeros(())
         if self.gp_weight > 0:
             total = total + self.gp_weight * gradient_penalty(critic, real, fake)
-        if self.r1_gamma > 0:
-            total = total + r1_penalty(critic, real, self.r1_gamma)
+        if self.r1_gamma > 0 and d_step % self.r1_every == 0:
+            total = total + self.r1_every * r1_penalty(critic, real, self.r1_gamma)
         return total
 
     def verdict(self, logits: Tensor) -> Tensor:
@@ -79,7 +86,7 @@ class GANLoss:
         return correct.float().mean()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(gp_weight={self.gp_weight}, r1_gamma={self.r1_gamma})"
+        return f"{type(self).__name__}(gp_weight={self.gp_weight}, r1_gamma={self.r1_gamma}, r1_every={self.r1_every})"
 
 
 class NonSaturating(GANLoss):
@@ -121,8 +128,8 @@ class Wasserstein(GANLoss):
     default_d_steps = 5
     default_betas = (0.0, 0.9)
 
-    def __init__(self, gp_weight: float = 10.0, r1_gamma: float = 0.0):
-        super().__init__(gp_weight=gp_weight, r1_gamma=r1_gamma)
+    def __init__(self, gp_weight: float = 10.0, r1_gamma: float = 0.0, r1_every: int = 1):
+        super().__init__(gp_weight=gp_weight, r1_gamma=r1_gamma, r1_every=r1_every)
 
     def discriminator(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
         return fake_logits.mean() - real_logits.mean()

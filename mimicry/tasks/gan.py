@@ -9,6 +9,10 @@ feature net when one is available, with a warning when it drops (mode collapse).
 Class-conditional (task.conditional=true): fakes are drawn with the real batch's labels; G's
 BatchNorms take a gain and bias per class, D projects the label onto its features (both in
 mimicry/models). `val/within_class_diversity` shows whether each class still varies with z.
+
+A style-based generator (model=stylegan) truncates in W (`truncation` = psi, towards its tracked
+mean w) rather than in z, and adds a style-mixing grid to the samples: the coarse styles of each
+row's latent with the fine styles of each column's.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ from mimicry.tasks.image_generation import ImageGeneration, image_grid, upscale
 log = logging.getLogger("mimicry")
 
 BALANCE_MODES = ("none", "adaptive")
+MIXING_GRID = (5, 6)  # rows (coarse styles) × columns (fine styles) of the style-mixing grid
 
 
 class GenerativeAdversarial(ImageGeneration):
@@ -53,6 +58,8 @@ class GenerativeAdversarial(ImageGeneration):
         self.generator = instantiate(model["generator"], **shape)
         self.discriminator = instantiate(model["discriminator"], **shape)
         self.latent_dim = self.generator.latent_dim
+        # "w": the generator truncates its own latent space (psi towards its mean w); "z": redraw z beyond ±t.
+        self.truncation_space = getattr(self.generator, "truncation_space", "z")
         if self.loss_fn.penalties and getattr(self.discriminator, "norm", None) == "batch":
             raise MimicryError(
                 f"{type(self.loss_fn).__name__} adds a gradient penalty ({', '.join(self.loss_fn.penalties)}), "
@@ -66,9 +73,10 @@ class GenerativeAdversarial(ImageGeneration):
 
     # ---- the two imitations ------------------------------------------------------------------
     def noise(self, n: int, generator: torch.Generator | None = None, truncation: float | None = None) -> Tensor:
-        """z ~ N(0, I); with `truncation`, components beyond ±truncation are redrawn (BigGAN's trick)."""
+        """z ~ N(0, I); with `truncation`, components beyond ±truncation are redrawn (BigGAN's trick),
+        unless the generator truncates in W itself (then z is left whole and _generate passes psi on)."""
         z = torch.randn(n, self.latent_dim, generator=generator)
-        if truncation is not None:
+        if truncation is not None and self.truncation_space == "z":
             if truncation <= 0:
                 raise MimicryError(f"truncation={truncation}: give a positive number of standard deviations")
             while (outside := z.abs() > truncation).any():
@@ -82,7 +90,7 @@ class GenerativeAdversarial(ImageGeneration):
 
         # 1. The discriminator imitates the labels: real images -> "real", fakes -> "fake".
         d_stepped = False
-        for _ in range(self.d_steps):
+        for d_index in range(self.d_steps):
             fake = self.generator(self.noise(len(real)), labels).detach()
             real_logits, fake_logits = self.discriminator(real, labels), self.discriminator(fake, labels)
             d_accuracy = self.loss_fn.d_accuracy(real_logits, fake_logits)
@@ -90,7 +98,8 @@ class GenerativeAdversarial(ImageGeneration):
             if self.hparams.balance == "adaptive" and d_accuracy > self.hparams.balance_threshold:
                 self._skip_discriminator_step(d_accuracy)  # D is already winning: let G catch up
                 continue
-            d_loss = d_loss + self.loss_fn.regularizer(lambda x: self.discriminator(x, labels), real, fake)
+            d_step = self.global_step * self.d_steps + d_index  # D's step count: lazy R1 acts on every Nth
+            d_loss = d_loss + self.loss_fn.regularizer(lambda x: self.discriminator(x, labels), real, fake, d_step)
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
             self._step_without_counting(opt_d)
@@ -191,11 +200,14 @@ class GenerativeAdversarial(ImageGeneration):
         return self.generator_ema.module if self.generator_ema is not None else self.generator
 
     @torch.no_grad()
-    def _generate(self, z: Tensor, labels: Tensor | None) -> Tensor:
+    def _generate(self, z: Tensor, labels: Tensor | None, truncation: float | None = None) -> Tensor:
         generator = self.sample_generator()
         was_training = generator.training
-        generator.eval()  # BatchNorm's running statistics, not this batch's
-        images = generator(z, labels)
+        generator.eval()  # BatchNorm's running statistics, not this batch's (StyleGAN: its fixed noise)
+        if truncation is not None and self.truncation_space == "w":
+            images = generator(z, labels, truncation=truncation)
+        else:
+            images = generator(z, labels)
         generator.train(was_training)
         return images
 
@@ -206,7 +218,7 @@ class GenerativeAdversarial(ImageGeneration):
         z = self.noise(n, rng, truncation)
         if self.num_classes and labels is None:
             labels = self.default_labels(n)  # one class per column
-        return (self._generate(z, labels).clamp(-1, 1) + 1) / 2
+        return (self._generate(z, labels, truncation).clamp(-1, 1) + 1) / 2
 
     def log_samples(self, writer: SummaryWriter | None, step: int, sample_dir: Path) -> None:
         fakes, labels, columns = self.sample_grid(self.hparams.num_samples, self.hparams.sample_seed)
@@ -220,6 +232,11 @@ class GenerativeAdversarial(ImageGeneration):
             writer.add_image("samples/fakes", fakes_grid, step)
             writer.add_image("samples/forgery_map", heat_grid, step)
             writer.add_scalar("gan/forgery_map_norm", forgery_norm, step)  # fades toward 0 when D wins outright
+        if self.mixes_styles:
+            mixing = self.style_mixing_grid(self.hparams.sample_seed)
+            save_image(mixing, sample_dir / f"style_mixing_step_{step:07d}.png")
+            if writer is not None:
+                writer.add_image("samples/style_mixing", mixing, step)
 
     def sample_name(self, seed: int, label: int | None, options: dict[str, Any]) -> str:
         truncation = options.get("truncation")
@@ -235,7 +252,11 @@ class GenerativeAdversarial(ImageGeneration):
         steps = int(options.get("interpolation_steps") or 10)
         strip_path = out_dir / f"interpolation_{self.sample_name(seed, label, options)[len('samples_'):]}.png"
         save_image(image_grid(self.interpolate(seed, steps, truncation, label).cpu(), steps), strip_path)
-        return paths + [strip_path]
+        paths.append(strip_path)
+        if self.mixes_styles:
+            paths.append(out_dir / f"style_mixing_{self.sample_name(seed, label, options)[len('samples_'):]}.png")
+            save_image(self.style_mixing_grid(seed, truncation, label), paths[-1])
+        return paths
 
     @torch.no_grad()
     def interpolate(self, seed: int, steps: int, truncation: float | None = None, label: int | None = None,
@@ -253,7 +274,35 @@ class GenerativeAdversarial(ImageGeneration):
             row_labels = torch.full((rows,), int(label), device=self.device) if label is not None \
                 else torch.arange(rows, device=self.device) % self.num_classes
             labels = row_labels.repeat_interleave(steps)
-        return (self._generate(z, labels).clamp(-1, 1) + 1) / 2  # [0, 1], as draw()
+        return (self._generate(z, labels, truncation).clamp(-1, 1) + 1) / 2  # [0, 1], as draw()
+
+    @property
+    def mixes_styles(self) -> bool:
+        return hasattr(self.generator, "mix_styles")
+
+    @torch.no_grad()
+    def style_mixing_grid(self, seed: int, truncation: float | None = None, label: int | None = None) -> Tensor:
+        """The StyleGAN paper's figure as one [0, 1] grid: the top row draws the column latents, the
+        left column the row latents, and each cell mixes its row's coarse styles (pose, shape, size)
+        with its column's fine styles (colour, stroke, texture). Conditional: each latent keeps its
+        class (row r: class r, column c: class c), or all take `label`."""
+        rows, columns = MIXING_GRID
+        rng = torch.Generator().manual_seed(seed + 2)  # other latents than the sample grid's
+        coarse_z, fine_z = self.noise(rows, rng), self.noise(columns, rng)
+        row_labels, column_labels = self.default_labels(rows), self.default_labels(columns)
+        if label is not None:
+            row_labels, column_labels = torch.full_like(row_labels, label), torch.full_like(column_labels, label)
+        generator = self.sample_generator()
+        was_training = generator.training
+        generator.eval()
+        cells = generator.mix_styles(coarse_z, fine_z, row_labels, column_labels, truncation)
+        top = self._generate(fine_z, column_labels, truncation)
+        left = self._generate(coarse_z, row_labels, truncation)
+        generator.train(was_training)
+        blank = torch.ones_like(top[:1])  # the empty corner
+        table = torch.cat([torch.cat([blank, top])[None], torch.cat([left[:, None], cells], dim=1)])
+        images = (table.flatten(0, 1).clamp(-1, 1) + 1) / 2
+        return image_grid(images.cpu(), columns + 1)
 
 
 

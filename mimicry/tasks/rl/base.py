@@ -19,13 +19,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from mimicry.callbacks.plain_updates import single_device_unscaled
 from mimicry.data.environments import env_spec, require_discrete
 from mimicry.data.episodes import Episodes, load_episodes
 from mimicry.data.recording import offline_dataset
 from mimicry.data.rollouts import RolloutDataset, run_episodes
 from mimicry.errors import MimicryError
-from mimicry.lightning_internals import advance_global_step
+from mimicry.lightning_internals import advance_global_step, single_device_unscaled
 from mimicry.tasks.base import ImitationTask, build_optimizer, gradient_norm
 
 log = logging.getLogger("mimicry")
@@ -52,7 +51,7 @@ class ReinforcementTask(ImitationTask):
     def __init__(self, model: dict, loss: dict, optim: dict, data_spec: dict, algo: dict, env: str = "cartpole",
                  seed: int = 0, total_env_steps: int = 100_000, eval_every_env_steps: int = 5_000,
                  eval_episodes: int = 10, eval_seed: int = 10_000, stop_at_return: float | None = None,
-                 torch_threads: int | None = 1, sample_every_n_steps: int = 0):
+                 torch_threads: int | None = 1, sample_every_n_steps: int = 0, env_options: dict | None = None):
         super().__init__(model, loss, optim, data_spec, sample_every_n_steps)
         for name, value in (("total_env_steps", total_env_steps), ("eval_every_env_steps", eval_every_env_steps),
                             ("eval_episodes", eval_episodes)):
@@ -62,6 +61,7 @@ class ReinforcementTask(ImitationTask):
             if not isinstance(algo[key], int) or algo[key] < 1:
                 raise MimicryError(f"algo.{key}={algo[key]!r}: must be a whole number ≥ 1")
         self.algo = algo
+        self.env_options = dict(env_options or {})  # the env's own settings (conf/env/<env>.yaml), e.g. show_key
         self.spec = self.environment(env)
         self.env_steps = 0  # environment steps taken so far (saved in checkpoints)
         self.start_env_steps = 0  # where this fit started (the checkpoint's count when resuming)
@@ -72,7 +72,7 @@ class ReinforcementTask(ImitationTask):
     def environment(self, env: str) -> Any:
         """What the networks need to know of ``env`` (a task whose environment is not a gymnasium
         one, e.g. text generation, describes its own)."""
-        spec = env_spec(env)
+        spec = env_spec(env, self.env_options)
         require_discrete(spec, self.algo_name)
         return spec
 
@@ -121,7 +121,8 @@ class ReinforcementTask(ImitationTask):
         was_training = self.training
         self.eval()
         try:
-            return run_episodes(self.spec.name, self.acting_policy(greedy), episodes, seed, record=record, render=render)
+            return run_episodes(self.spec.name, self.acting_policy(greedy), episodes, seed, record=record, render=render,
+                                env_options=self.spec.options)
         finally:
             self.train(was_training)
 
@@ -204,8 +205,8 @@ class ReinforcementTask(ImitationTask):
         """``algo.dataset``, or with none given, a mixed dataset recorded into the run directory
         first (mimicry/data/recording.py); checked against this environment."""
         run_dir = Path(self.trainer.default_root_dir) if self._trainer is not None else None
-        path = offline_dataset(self.algo, self.spec.name, run_dir, self.hparams.seed)
-        episodes = load_episodes(path, env=self.spec.name, obs_dim=self.spec.obs_dim)
+        path = offline_dataset(self.algo, self.spec.name, run_dir, self.hparams.seed, self.spec.options)
+        episodes = load_episodes(path, env=self.spec.name, obs_dim=self.spec.obs_dim, env_options=self.spec.options)
         if episodes.actions.max() >= self.spec.n_actions or episodes.actions.min() < 0:
             raise MimicryError(f"{path}: actions outside 0..{self.spec.n_actions - 1}; "
                                f"the dataset is from a different environment")
@@ -278,7 +279,7 @@ class ReinforcementTask(ImitationTask):
         from mimicry.data.environments import make_env
         from mimicry.data.video import RenderingUnavailable, save_gif
 
-        env = make_env(self.spec.name)
+        env = make_env(self.spec.name, options=self.spec.options)
         fps = float(env.metadata.get("render_fps") or 30)  # the environment's own speed
         env.close()
         try:

@@ -32,9 +32,10 @@ class DecisionTransformer(OfflineUpdates, ReinforcementTask):
     def __init__(self, model: dict, loss: dict, optim: dict, data_spec: dict, algo: dict, env: str = "cartpole",
                  seed: int = 0, total_env_steps: int = 100_000, eval_every_env_steps: int = 5_000,
                  eval_episodes: int = 10, eval_seed: int = 10_000, stop_at_return: float | None = None,
-                 torch_threads: int | None = 1, sample_every_n_steps: int = 0):
+                 torch_threads: int | None = 1, sample_every_n_steps: int = 0,
+                 env_options: dict | None = None):
         super().__init__(model, loss, optim, data_spec, algo, env, seed, total_env_steps, eval_every_env_steps,
-                         eval_episodes, eval_seed, stop_at_return, torch_threads, sample_every_n_steps)
+                         eval_episodes, eval_seed, stop_at_return, torch_threads, sample_every_n_steps, env_options)
         if model["block_size"] < 3 * algo["context"]:
             raise MimicryError(f"model.block_size={model['block_size']} is shorter than 3 × algo.context = "
                                f"{3 * algo['context']} tokens (return, state, action per step); raise it")

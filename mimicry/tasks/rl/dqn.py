@@ -35,9 +35,10 @@ class DQN(ReinforcementTask):
     def __init__(self, model: dict, loss: dict, optim: dict, data_spec: dict, algo: dict, env: str = "cartpole",
                  seed: int = 0, total_env_steps: int = 50_000, eval_every_env_steps: int = 5_000,
                  eval_episodes: int = 10, eval_seed: int = 10_000, stop_at_return: float | None = None,
-                 torch_threads: int | None = 1, sample_every_n_steps: int = 0):
+                 torch_threads: int | None = 1, sample_every_n_steps: int = 0,
+                 env_options: dict | None = None):
         super().__init__(model, loss, optim, data_spec, algo, env, seed, total_env_steps, eval_every_env_steps,
-                         eval_episodes, eval_seed, stop_at_return, torch_threads, sample_every_n_steps)
+                         eval_episodes, eval_seed, stop_at_return, torch_threads, sample_every_n_steps, env_options)
         if algo["train_freq"] % algo["num_envs"]:
             raise MimicryError(f"algo.train_freq={algo['train_freq']} is not a multiple of algo.num_envs="
                                f"{algo['num_envs']}; make it one (every vector step is num_envs env steps)")
@@ -67,7 +68,8 @@ class DQN(ReinforcementTask):
     def batches(self) -> Iterator[dict[str, torch.Tensor]]:
         a = self.algo
         if self.rollout is None:
-            self.rollout = VectorRollout(self.spec.name, a["num_envs"], self.hparams.seed + self.env_steps)
+            self.rollout = VectorRollout(self.spec.name, a["num_envs"], self.hparams.seed + self.env_steps,
+                                         self.spec.options)
             self.buffer = ReplayBuffer(a["buffer_size"], self.spec.obs_dim)
         end = self.epoch_end_env_steps()
         while self.env_steps < end:
@@ -95,15 +97,20 @@ class DQN(ReinforcementTask):
         return self.algo["train_freq"]
 
     # ---- learning ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def td_reference(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """r + γ·Q_target(s', a'): a' is the target network's best action, or with Double DQN the
+        online network's (the target network still gives its value)."""
+        next_online = self.model(batch["next_obs"]) if self.algo["double_dqn"] else None
+        return q_target(batch["reward"], batch["terminated"], self.target(batch["next_obs"]), next_online,
+                        self.algo["gamma"])
+
     def training_step(self, replayed: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         if not replayed:
             return None  # the buffer is still filling
         for start in range(0, len(replayed["obs"]), self.algo["batch_size"]):
             batch = {k: v[start:start + self.algo["batch_size"]] for k, v in replayed.items()}
-            with torch.no_grad():
-                next_online = self.model(batch["next_obs"]) if self.algo["double_dqn"] else None
-                reference = q_target(batch["reward"], batch["terminated"], self.target(batch["next_obs"]),
-                                     next_online, self.algo["gamma"])
+            reference = self.td_reference(batch)
             prediction = self.model(batch["obs"]).gather(1, batch["action"].unsqueeze(1)).squeeze(1)
             loss = self.compare(prediction, reference)
             self.step_optimizer(loss)

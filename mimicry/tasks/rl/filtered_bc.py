@@ -30,9 +30,10 @@ class FilteredBC(ReinforcementTask):
     def __init__(self, model: dict, loss: dict, optim: dict, data_spec: dict, algo: dict, env: str = "cartpole",
                  seed: int = 0, total_env_steps: int = 100_000, eval_every_env_steps: int = 5_000,
                  eval_episodes: int = 10, eval_seed: int = 10_000, stop_at_return: float | None = None,
-                 torch_threads: int | None = 1, sample_every_n_steps: int = 0):
+                 torch_threads: int | None = 1, sample_every_n_steps: int = 0,
+                 env_options: dict | None = None):
         super().__init__(model, loss, optim, data_spec, algo, env, seed, total_env_steps, eval_every_env_steps,
-                         eval_episodes, eval_seed, stop_at_return, torch_threads, sample_every_n_steps)
+                         eval_episodes, eval_seed, stop_at_return, torch_threads, sample_every_n_steps, env_options)
         if not (isinstance(algo["keep_fraction"], (int, float)) and 0 < algo["keep_fraction"] <= 1):
             raise MimicryError(f"algo.keep_fraction={algo['keep_fraction']!r}: must be in (0, 1], e.g. 0.1 "
                                f"for the top 10% of episodes")
@@ -48,7 +49,8 @@ class FilteredBC(ReinforcementTask):
         """A batch of whole episodes played with the current (sampling) policy."""
         a = self.algo
         if self.rollout is None:
-            self.rollout = VectorRollout(self.spec.name, a["num_envs"], self.hparams.seed + self.env_steps)
+            self.rollout = VectorRollout(self.spec.name, a["num_envs"], self.hparams.seed + self.env_steps,
+                                         self.spec.options)
         before = self.rollout.env_steps
         episodes = self.rollout.collect_episodes(lambda obs: self.act(obs.to(self.device), greedy=False).cpu(),
                                                  a["episodes_per_iteration"])
@@ -107,9 +109,10 @@ class BehaviourCloning(OfflineUpdates, FilteredBC):
     def __init__(self, model: dict, loss: dict, optim: dict, data_spec: dict, algo: dict, env: str = "cartpole",
                  seed: int = 0, total_env_steps: int = 100_000, eval_every_env_steps: int = 5_000,
                  eval_episodes: int = 10, eval_seed: int = 10_000, stop_at_return: float | None = None,
-                 torch_threads: int | None = 1, sample_every_n_steps: int = 0):
+                 torch_threads: int | None = 1, sample_every_n_steps: int = 0,
+                 env_options: dict | None = None):
         super().__init__(model, loss, optim, data_spec, algo, env, seed, total_env_steps, eval_every_env_steps,
-                         eval_episodes, eval_seed, stop_at_return, torch_threads, sample_every_n_steps)
+                         eval_episodes, eval_seed, stop_at_return, torch_threads, sample_every_n_steps, env_options)
         self.kept: dict[str, torch.Tensor] | None = None  # read when training starts; `mimicry sample` needs no dataset
 
     def dataset_steps(self) -> dict[str, torch.Tensor]:

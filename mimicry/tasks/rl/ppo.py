@@ -29,9 +29,10 @@ class PPO(ReinforcementTask):
     def __init__(self, model: dict, loss: dict, optim: dict, data_spec: dict, algo: dict, env: str = "cartpole",
                  seed: int = 0, total_env_steps: int = 100_000, eval_every_env_steps: int = 5_000,
                  eval_episodes: int = 10, eval_seed: int = 10_000, stop_at_return: float | None = None,
-                 torch_threads: int | None = 1, sample_every_n_steps: int = 0):
+                 torch_threads: int | None = 1, sample_every_n_steps: int = 0,
+                 env_options: dict | None = None):
         super().__init__(model, loss, optim, data_spec, algo, env, seed, total_env_steps, eval_every_env_steps,
-                         eval_episodes, eval_seed, stop_at_return, torch_threads, sample_every_n_steps)
+                         eval_episodes, eval_seed, stop_at_return, torch_threads, sample_every_n_steps, env_options)
         if algo["batch_size"] > algo["num_envs"] * algo["n_steps"]:
             raise MimicryError(f"algo.batch_size={algo['batch_size']} is larger than a rollout "
                                f"(num_envs × n_steps = {algo['num_envs'] * algo['n_steps']}); lower it or raise n_steps")
@@ -54,7 +55,8 @@ class PPO(ReinforcementTask):
         """One rollout with the current policy, turned into a reference: advantages and returns."""
         a = self.algo
         if self.rollout is None:
-            self.rollout = VectorRollout(self.spec.name, a["num_envs"], self.hparams.seed + self.env_steps)
+            self.rollout = VectorRollout(self.spec.name, a["num_envs"], self.hparams.seed + self.env_steps,
+                                         self.spec.options)
         data = self.rollout.collect(self.policy_step, a["n_steps"])   # (T, N, ...)
         with torch.no_grad():
             next_values = self.model.value(data["next_obs"].to(self.device)).cpu()
