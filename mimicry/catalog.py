@@ -47,4 +47,7 @@ def print_catalog() -> int:
     print("Preferences: mimicry sample LM_RUN pairs=N judge=REWARD [judge.temperature=0.1] out=DIR writes pairs; "
           "train on them with task=reward_model (then reward=model reward.from_run=RM_RUN) or "
           "task=rl env=text algo=dpo, both with data=preferences data.path=FILE.")
+    print("Two stages start from a trained autoencoder run (task=autoencoder): task=image_ar tokenizer=vq "
+          "tokenizer.from_run=AE_RUN (model=vqvae codes), task=diffusion latent.from_run=AE_RUN "
+          "(model=kl_autoencoder latents; model=unet_latent).")
     return 0

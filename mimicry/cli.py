@@ -77,13 +77,14 @@ def _hydra_train(cfg: DictConfig) -> float | None:
 
 #: overrides whose value is a run folder (its name holds `=` and `,`); data.path is quoted when it has an `=`
 #: (a file inside a run folder, e.g. the pairs `mimicry sample RUN pairs=N` writes to RUN/samples/)
-RUN_PATH_KEYS = ("resume", "init_from", "reward.from_run", "reward.run")
+RUN_PATH_KEYS = ("resume", "init_from", "reward.from_run", "reward.run", "tokenizer.from_run", "latent.from_run")
 # the config groups a user may turn off with GROUP=null (the others have no run without a choice)
 CONFIG_GROUPS = ("logger", "experiment", "hparams_search")
 
 
 def _quote(value: str) -> str:
     return value if value[:1] in "'\"" else f"'{value}'"
+
 
 
 def prepare_train_args(args: list[str]) -> list[str]:

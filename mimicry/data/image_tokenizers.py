@@ -7,6 +7,8 @@ write raster order: row by row, left to right.
   (r, g, b of one pixel, then the next pixel), so one token per pixel per channel.
 - `PatchTokenizer`: each p×p patch replaced by the id of its nearest prototype in a codebook
   learned by k-means over training patches ("give common groups a token id").
+- `AutoencoderCodes`: the grid of codebook indices a trained VQ-VAE encodes an image to (Taming's
+  first stage, `tokenizer=vq tokenizer.from_run=AE_RUN`); decoding runs its decoder.
 
 Both are `nn.Module`s, so inside a task the patch codebook is a buffer: it moves with the
 model to the GPU and is saved in the checkpoint's state dict. Outside a task, a tokenizer
@@ -211,6 +213,55 @@ class PatchTokenizer(nn.Module):
             "seed": self.seed,
             "codebook": self.codebook.detach().cpu().clone(),
         }
+
+
+class AutoencoderCodes(nn.Module):
+    """One token per position of a trained VQ-VAE's code grid: the index of its codebook vector.
+
+    ``autoencoder`` is the run's frozen model (mimicry/tasks/first_stage.py reads it as data); it is
+    a submodule, so its weights travel in the checkpoint of the run that models its codes."""
+
+    kind = "vq"
+
+    def __init__(self, autoencoder: nn.Module, channels: int = 1) -> None:
+        super().__init__()
+        if getattr(autoencoder, "kind", None) != "vq":
+            raise MimicryError("tokenizer=vq reads the codes of a VQ-VAE run (task=autoencoder model=vqvae)")
+        self.autoencoder = autoencoder
+        self.channels = channels
+
+    @property
+    def vocab_size(self) -> int:
+        return self.autoencoder.codebook_size
+
+    def tokens_per_image(self, image_size: int) -> int:
+        self.check(self.channels, image_size)
+        h, w = self.autoencoder.latent_shape
+        return h * w
+
+    def token_rows(self, image_size: int) -> int:
+        """Rows of tokens per image: one per row of codes (each covers a band of the picture)."""
+        return self.autoencoder.latent_shape[0]
+
+    def check(self, channels: int, image_size: int) -> None:
+        """Raise before training if the autoencoder was trained on other images."""
+        theirs = (self.autoencoder.channels, self.autoencoder.image_size)
+        if (channels, image_size) != theirs:
+            raise MimicryError(f"tokenizer=vq: the autoencoder encodes {theirs[0]}-channel {theirs[1]}×{theirs[1]} "
+                               f"images, the data are {channels}-channel {image_size}×{image_size}; train it on this data")
+
+    def fit(self, train_images: Tensor) -> "AutoencoderCodes":
+        return self  # the codebook was learned by the autoencoder run
+
+    def encode(self, images: Tensor) -> Tensor:
+        """[0, 1] images (B, C, H, W) → code ids (B, h·w), raster order."""
+        _check_images(images, self.channels)
+        return self.autoencoder.encode(images.float() * 2 - 1).flatten(1)
+
+    def decode(self, tokens: Tensor, image_size: int) -> Tensor:
+        """Code ids (B, h·w) → [0, 1] images through the autoencoder's decoder."""
+        codes = tokens.reshape(len(tokens), *self.autoencoder.latent_shape)
+        return (self.autoencoder.decode(codes) + 1) / 2
 
 
 def tokenizer_from_state(state: dict) -> PixelTokenizer | PatchTokenizer:

@@ -7,6 +7,10 @@ the same GPT as `lm`. A start token opens each sequence, one per class when cond
 val/bits_per_dim is the NLL of the tokens per image dimension (H·W·C), in bits. For pixels
 that is the usual bits/dim of images quantized to K levels. For patch codes it counts the bits
 of the codes only: the codebook's loss is logged beside it as val/codebook_mse.
+
+`tokenizer=vq tokenizer.from_run=AE_RUN` is Taming's second stage: the tokens are the codebook
+indices of a trained VQ-VAE run (frozen; mimicry/tasks/first_stage.py), decoded by its decoder,
+and val/codebook_mse is the autoencoder's reconstruction error.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torchmetrics import MeanMetric
 from torchvision.utils import save_image
 
+from mimicry.tasks.first_stage import first_stage_for
 from mimicry.tasks.image_generation import ImageGeneration, image_grid
 
 log = logging.getLogger("mimicry")
@@ -39,9 +44,13 @@ class ImageAutoregressive(ImageGeneration):
                  tokenizer: dict | None = None, conditional: bool = False, num_samples: int = 64,
                  completions: int = 8, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, sample_seed: int = 0, metrics_every_n_epochs: int = 5,
-                 metrics_samples: int = 500, feature_net: dict | None = None):
+                 metrics_samples: int = 500, feature_net: dict | None = None, first_stage: dict | None = None):
         super().__init__(model, loss, optim, data_spec, sample_every_n_steps)  # checks the data spec
-        tokenizer = tokenizer or {"_target_": "mimicry.data.image_tokenizers.PixelTokenizer"}
+        tokenizer = dict(tokenizer or {"_target_": "mimicry.data.image_tokenizers.PixelTokenizer"})
+        self.first_stage = None  # tokenizer=vq: what this run records of the VQ-VAE run whose codes it models
+        if "from_run" in tokenizer:
+            self.first_stage, tokenizer["autoencoder"] = first_stage_for(
+                tokenizer.pop("from_run"), first_stage, "vq", data_spec, "tokenizer.from_run")
         self.tokenizer = instantiate(tokenizer, channels=self.channels)
         self.tokenizer.check(self.channels, self.image_size)  # e.g. patch size must divide the image size
         self.image_vocab = self.tokenizer.vocab_size  # ids [0, V) are image tokens; start tokens follow
@@ -76,7 +85,7 @@ class ImageAutoregressive(ImageGeneration):
         tokens = self.sequences(images, labels)
         loss = self.imitate(self.predict(tokens[:, :-1]), tokens[:, 1:], stage="val")
         self.val_nll.update(loss, weight=len(images))
-        if self.tokenizer.kind == "patches":
+        if self.tokenizer.kind in ("patches", "vq"):  # what the tokenizer loses
             restored = self.tokenizer.decode(tokens[:, 1:], self.image_size)
             self.val_codebook_mse.update(F.mse_loss(restored, images), weight=len(images))
 
@@ -86,10 +95,15 @@ class ImageAutoregressive(ImageGeneration):
         dims = self.channels * self.image_size**2
         self.log("val/bits_per_dim", nll * self.length / dims / math.log(2), prog_bar=True)
         self.log("val/nll_per_image", nll * self.length)  # nats: the unit of the PixelCNN literature
-        if self.tokenizer.kind == "patches":
+        if self.tokenizer.kind in ("patches", "vq"):
             self.log("val/codebook_mse", self.val_codebook_mse.compute())
             self.val_codebook_mse.reset()
         super().on_validation_epoch_end()  # the sample metrics, every metrics_every_n_epochs
+
+    def derived_arguments(self) -> dict[str, Any]:
+        """tokenizer=vq: the autoencoder's recipe and data spec go into the checkpoint beside its weights."""
+        derived = super().derived_arguments()
+        return {**derived, "first_stage": self.first_stage} if self.first_stage is not None else derived
 
     def count_items(self, batch: tuple[Tensor, Tensor]) -> int:
         return len(batch[0]) * self.length
