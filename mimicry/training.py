@@ -26,6 +26,7 @@ from mimicry.callbacks import ConfigParams, SummaryRefresh
 from mimicry.callbacks.run_summary import scalar_metrics
 from mimicry.checkpoints import build_task, load_weights_into, read_checkpoint
 from mimicry.config_checks import check_settings
+from mimicry.cuda_probe import drop_failing_nvml_probe
 from mimicry import provenance
 from mimicry.errors import DivergedError, MimicryError
 from mimicry.output_paths import output_root, point_latest
@@ -68,6 +69,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     In a sweep, one job's failure (even a bug's exception) is recorded in its summary.json and
     log, and the sweep goes on to the next job; a single run lets a bug's traceback surface."""
     lightning_logs_into_the_run()
+    drop_failing_nvml_probe()  # no NVIDIA driver: no failing dlopen on every optimizer step
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN

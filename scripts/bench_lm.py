@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mimicry.checkpoints import load_task  # noqa: E402
+from mimicry.cuda_probe import drop_failing_nvml_probe  # noqa: E402
 from mimicry.data.text import TextDataModule  # noqa: E402
 from mimicry.models.gpt import GPT  # noqa: E402
 from mimicry.tasks.base import build_optimizer  # noqa: E402
@@ -82,6 +83,7 @@ def plain_loop(root: Path, iters: int, device: str) -> float:
     """The same model, batches, optimizer and clipping in a bare PyTorch loop, batches loaded as it
     goes, timed like the mimicry run (a wall-clock mark at each logging step); tokens/s."""
     torch.manual_seed(0)
+    drop_failing_nvml_probe()  # what `mimicry train` does: both sides skip the same failing probe
     data = TextDataModule("tinyshakespeare", path="tinyshakespeare/input.txt", root=str(root),
                           block_size=BABY_GPT["block_size"], batch_size=BATCH, steps_per_epoch=iters // 8, seed=0)
     data.setup()

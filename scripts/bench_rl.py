@@ -50,6 +50,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
+from mimicry.cuda_probe import drop_failing_nvml_probe  # noqa: E402
 from mimicry.run_reading import scalar_curves  # noqa: E402
 from what_holds import LAST_K, holds_row, what_holds  # noqa: E402
 TARGET = 475.0
@@ -106,6 +107,7 @@ def plain_ppo_env_steps_per_sec(env_steps: int, seed: int = 0) -> float:
     from mimicry.tasks.base import build_optimizer
 
     torch.set_num_threads(1)
+    drop_failing_nvml_probe()  # what `mimicry train` does: both sides skip the same failing probe
     torch.manual_seed(seed)
     config = yaml.safe_load((REPO / "conf/algo/ppo.yaml").read_text())
     a = config["algo"]
@@ -167,6 +169,7 @@ def plain_dqn_env_steps_per_sec(env_steps: int, seed: int = 0) -> float:
     from mimicry.tasks.base import build_optimizer
 
     torch.set_num_threads(1)
+    drop_failing_nvml_probe()  # what `mimicry train` does: both sides skip the same failing probe
     torch.manual_seed(seed)
     config = yaml.safe_load((REPO / "conf/algo/dqn.yaml").read_text())
     a = config["algo"]
