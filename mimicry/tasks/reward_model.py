@@ -23,9 +23,10 @@ from mimicry.models.gpt import GPT
 from mimicry.models.hf_gpt2 import is_hf
 from mimicry.models.lm_run import lm_weights, read_lm_run
 from mimicry.tasks.base import ImitationTask
+from mimicry.tasks.preference_fit import PreferenceFit
 
 
-class RewardModel(ImitationTask):
+class RewardModel(PreferenceFit, ImitationTask):
     throughput_unit = "samples"
     sample_options = ("prompt", "texts")
 
@@ -65,14 +66,6 @@ class RewardModel(ImitationTask):
         first, second = self.scores(tokens, length).view(-1, 2).unbind(1)
         prediction = first - second                          # Bradley–Terry: P(first preferred) = σ(prediction)
         return prediction, reference
-
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self.imitate(*self.imitation(batch))
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        prediction, reference = self.imitation(batch)
-        self.imitate(prediction, reference, stage="val")
-        self.log_metric("val/preference_accuracy", ((prediction > 0).float() == reference).float().mean())
 
     def count_items(self, batch: dict[str, torch.Tensor]) -> int:
         return len(batch["preferred"])  # pairs

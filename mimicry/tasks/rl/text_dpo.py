@@ -18,10 +18,11 @@ import torch.nn.functional as F
 
 from mimicry.data.preferences import as_texts, check_fits, response_mask
 from mimicry.errors import MimicryError
+from mimicry.tasks.preference_fit import PreferenceFit
 from mimicry.tasks.rl.text import TextReinforcementTask
 
 
-class TextDPO(TextReinforcementTask):
+class TextDPO(PreferenceFit, TextReinforcementTask):
     algo_name = "dpo"
     learns_from_preferences = True
     step_is_env_steps = False  # no text is generated while learning: TensorBoard's x-axis is the update count
@@ -52,15 +53,6 @@ class TextDPO(TextReinforcementTask):
         first, second = self.log_ratios(batch).view(-1, 2).unbind(1)
         prediction = self.algo["beta"] * (first - second)           # the implicit rewards' margin
         return prediction, reference
-
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self.imitate(*self.imitation(batch))
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        """Held-out pairs: the loss and how often the implicit reward prefers what the judge preferred."""
-        prediction, reference = self.imitation(batch)
-        self.imitate(prediction, reference, stage="val")
-        self.log_metric("val/preference_accuracy", ((prediction > 0).float() == reference).float().mean())
 
     def on_validation_epoch_end(self) -> None:
         self.log_evaluation()  # once per validation: the reward and KL on the fixed prompts
