@@ -19,7 +19,8 @@ evaluation ≥ 475, the final one and the worst one after the first. → scripts
 speed: env steps/s (acting and learning, evaluation excluded) of `algo=ppo` and `algo=dqn` through
 the CLI, each next to a plain PyTorch loop of the same algorithm built from the same pieces
 (rollout, network, objective, optimizer): the cost of Lightning. Measured alternately, back to back,
-three times each. → scripts/results/bench_rl_speed.json
+three times each; both sides report the median of env steps/s between consecutive rollouts (DQN:
+acting phases). → scripts/results/bench_rl_speed.json
 
     python scripts/bench_rl.py --section speed
 
@@ -91,6 +92,13 @@ def budget_run(algo: str, seed: int, eval_every: int, workdir: Path, *overrides:
             "env_steps_per_sec_median": round(statistics.median(speed), 1) if speed else None}
 
 
+def median_rate(marks: list[tuple[float, int]]) -> float:
+    """The median of env steps/s between consecutive (time, env steps) marks: the statistic mimicry's
+    logged rollout/env_steps_per_sec gives the CLI side (cli_env_steps_per_sec), so both sides are
+    measured alike (a mean over the whole run would count DQN's update-free first 1,000 steps)."""
+    return statistics.median((n1 - n0) / (t1 - t0) for (t0, n0), (t1, n1) in zip(marks, marks[1:]))
+
+
 def plain_ppo_env_steps_per_sec(env_steps: int, seed: int = 0) -> float:
     """The same PPO (settings of conf/algo/ppo.yaml) as a plain PyTorch loop: no Lightning, no
     logging, no evaluation. The same rollout, GAE, network, objective, optimizer and schedule code,
@@ -125,9 +133,10 @@ def plain_ppo_env_steps_per_sec(env_steps: int, seed: int = 0) -> float:
         action = dist.sample()
         return {"action": action, "logprob": dist.log_prob(action), "value": value}
 
-    started, steps = time.perf_counter(), 0
+    steps, marks = 0, []
     while steps < env_steps:
         data = rollout.collect(policy, a["n_steps"])
+        marks.append((time.perf_counter(), steps))  # where mimicry's time_env_steps marks a rollout
         with torch.no_grad():
             next_values = model.value(data["next_obs"])
         adv, ret = gae(data["reward"], data["value"], next_values, data["terminated"], data["truncated"],
@@ -150,7 +159,7 @@ def plain_ppo_env_steps_per_sec(env_steps: int, seed: int = 0) -> float:
                 schedule.step()
     rollout.close()
     assert math.isfinite(terms.loss.item())
-    return steps / (time.perf_counter() - started)
+    return median_rate(marks)
 
 
 def plain_dqn_env_steps_per_sec(env_steps: int, seed: int = 0) -> float:
@@ -182,7 +191,7 @@ def plain_dqn_env_steps_per_sec(env_steps: int, seed: int = 0) -> float:
     rollout = VectorRollout("cartpole", a["num_envs"], seed)
     buffer = ReplayBuffer(a["buffer_size"], 4)
 
-    started, steps = time.perf_counter(), 0
+    steps, marks = 0, []
     while steps < env_steps:
         for _ in range(a["train_freq"] // a["num_envs"]):
             progress = steps / (a["exploration_fraction"] * env_steps)
@@ -198,6 +207,7 @@ def plain_dqn_env_steps_per_sec(env_steps: int, seed: int = 0) -> float:
             if steps // a["target_update_interval"] > before // a["target_update_interval"]:
                 target.load_state_dict(model.state_dict())
         rollout.pop_episodes()
+        marks.append((time.perf_counter(), steps))  # where mimicry's time_env_steps marks a phase
         if len(buffer) >= a["learning_starts"]:
             for _ in range(a["gradient_steps"]):
                 b = buffer.sample(a["batch_size"])
@@ -211,7 +221,7 @@ def plain_dqn_env_steps_per_sec(env_steps: int, seed: int = 0) -> float:
                 optimizer.step()
                 schedule.step()
     rollout.close()
-    return steps / (time.perf_counter() - started)
+    return median_rate(marks)
 
 
 def cli_env_steps_per_sec(algo: str, env_steps: int, workdir: Path, name: str) -> float:
