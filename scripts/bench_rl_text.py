@@ -1,11 +1,11 @@
-"""Benchmark: RL on text, the three routes on one reward, from a char-level GPT of tinyshakespeare.
+"""Benchmark: RL on text, every route on one reward, from a char-level GPT of tinyshakespeare.
 
     flock /tmp/mimicry_bench.lock .venv/bin/python scripts/bench_rl_text.py [--lm RUN_DIR] [--tokens 92160]
         [--routes reward_conditioned]   # rerun some routes only: the others' saved results stay in the JSON
 
 1. The starting model: `mimicry train experiment=lm_baby_gpt` (nanoGPT's CPU baby GPT, 2,000 steps)
    unless --lm gives a run of it.
-2. For algo=ppo, filtered_bc, reward_conditioned: `mimicry train task=rl env=text algo=... init_from=LM
+2. For algo=ppo, grpo, rloo, filtered_bc, reward_conditioned: `mimicry train task=rl env=text algo=... init_from=LM
    reward=sentence_length` (a first sentence of 30 characters ending in . ! or ?; maximum 1), each for
    the same number of generated tokens, evaluated on fixed prompts and seeds.
 3. Per route: the reward and the KL to the start before and after, where the route first closed half
@@ -38,7 +38,7 @@ from what_holds import what_holds  # noqa: E402
 DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "scripts" / "results"
 WORK = RESULTS / "bench_rl_text_runs_cpu"
-ROUTES = ("ppo", "filtered_bc", "reward_conditioned")
+ROUTES = ("ppo", "grpo", "rloo", "filtered_bc", "reward_conditioned")
 REWARD = ["reward=sentence_length", "reward.target=30", "reward.tolerance=20"]
 REWARD_MAX = 1.0
 
@@ -137,7 +137,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     WORK.mkdir(parents=True, exist_ok=True)
-    results: dict = {"benchmark": "rl on text: three routes from a tinyshakespeare char GPT",
+    results: dict = {"benchmark": "rl on text: the routes from a tinyshakespeare char GPT",
                      "reward": " ".join(REWARD), "reward_max": REWARD_MAX, "generated_tokens_per_route": args.tokens,
                      "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                                  "threads": 1, "note": "2 CPU cores shared with other engineers' jobs"}}

@@ -10,6 +10,7 @@ from mimicry.data.environments import env_spec, make_vector_env, require_discret
 from mimicry.data.episodes import load_episodes, save_episodes
 from mimicry.data.rollouts import VectorRollout, gae, returns_to_go, run_episodes
 from mimicry.errors import MimicryError
+from mimicry.losses.policy import group_relative_advantage, k3_kl
 
 
 def column(values) -> torch.Tensor:  # (T,) → (T, 1): one env
@@ -45,6 +46,28 @@ def test_gae_lambda_one_is_the_discounted_return_minus_value():
     adv, ret = gae(rewards, values, next_values, flags([0, 0, 0]), flags([0, 0, 0]), gamma=0.5, lam=1.0)
     # rollout cut (not an episode end): bootstrap from V = 5 after the last step
     assert ret[:, 0].tolist() == pytest.approx([1 + 0.5 + 0.25 + 0.125 * 5, 1 + 0.5 + 0.25 * 5, 1 + 0.5 * 5])
+
+
+def test_group_advantages_by_hand():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 3.0])  # one prompt's four continuations
+    # RLOO: each reward minus the mean of the other three
+    assert group_relative_advantage(rewards, "leave_one_out").tolist() == pytest.approx([0.0, -4 / 3, -4 / 3, 8 / 3])
+    # GRPO: (r - 1) / std, std = sqrt(6 / 3) (unbiased)
+    assert group_relative_advantage(rewards, "mean_std").tolist() == pytest.approx(
+        [0.0, -1 / 2 ** 0.5, -1 / 2 ** 0.5, 2 / 2 ** 0.5], rel=1e-5)
+    for baseline in ("mean_std", "leave_one_out"):  # a group of equal rewards teaches nothing; sums are 0
+        assert group_relative_advantage(torch.full((5,), 0.7), baseline).abs().max() < 1e-6
+        assert float(group_relative_advantage(rewards, baseline).sum()) == pytest.approx(0.0, abs=1e-5)
+    with pytest.raises(ValueError, match="at least 2"):
+        group_relative_advantage(torch.tensor([1.0]), "mean_std")
+
+
+def test_k3_kl_is_zero_at_equal_policies_and_matches_the_exact_kl_from_samples():
+    assert float(k3_kl(torch.zeros(7))) == 0.0
+    p, q = torch.tensor([0.7, 0.2, 0.1]), torch.tensor([0.4, 0.4, 0.2])
+    samples = torch.multinomial(p, 200_000, replacement=True, generator=torch.Generator().manual_seed(0))
+    estimate = float(k3_kl((q.log() - p.log())[samples]))
+    assert estimate == pytest.approx(float((p * (p / q).log()).sum()), rel=0.03)
 
 
 def test_returns_to_go_restart_at_each_episode():

@@ -1,4 +1,4 @@
-"""RL on text: each route (ppo, filtered_bc, reward_conditioned) raises a reward given only at the end
+"""RL on text: each route (ppo, grpo, rloo, filtered_bc, reward_conditioned) raises a reward given only at the end
 of a continuation, starting from a tiny trained GPT; the KL to the starting model is zero for the
 unchanged model; bad input fails in one line; one real run through the CLI logs what people look
 at, samples, resumes, and its checkpoint builds nothing foreign."""
@@ -18,6 +18,7 @@ from mimicry.models.gpt import GPT
 from mimicry.rewards import build_reward, check_reward
 from mimicry.tasks.rl.text import read_lm_run
 from mimicry.tasks.rl.text_filtered_bc import TextFilteredBC
+from mimicry.tasks.rl.text_group import TextGRPO, TextRLOO
 from mimicry.tasks.rl.text_ppo import TextPPO
 from mimicry.tasks.rl.text_reward_conditioned import TextRewardConditioned
 
@@ -35,6 +36,11 @@ ROUTES = {
                       "clip_range": 0.2, "clip_anneal": False, "normalize_advantage": True, "ent_coef": 0.0,
                       "vf_coef": 0.5, "kl_coef": 0.01},
             {"_target_": "torch.nn.MSELoss"}),
+    # 2 prompts × 16: 32 continuations per rollout, as ppo's num_envs
+    "grpo": (TextGRPO, {"group_size": 16, "batch_size": 128, "update_epochs": 2, "clip_range": 0.2, "kl_coef": 0.01},
+             {"objective": "clipped_surrogate"}),
+    "rloo": (TextRLOO, {"group_size": 16, "batch_size": 128, "update_epochs": 2, "clip_range": 0.2, "kl_coef": 0.01},
+             {"objective": "clipped_surrogate"}),
     "filtered_bc": (TextFilteredBC, {"episodes_per_iteration": 32, "keep_fraction": 0.25, "batch_size": 128,
                                      "update_epochs": 2},
                     {"_target_": "torch.nn.CrossEntropyLoss"}),
@@ -186,6 +192,47 @@ def test_text_ppo_runs_end_to_end_samples_resumes_and_stays_safe(trained_lm, tmp
     assert refused.returncode != 0 and "it is a path" in refused.stderr and "init_from=" in refused.stderr
     run_mimicry(tmp_path, "train", f"resume={run_dir}", f"init_from={trained_lm}", "task.total_env_steps=192")
     assert summary(run_dir)["metrics"]["rollout/generated_tokens"] == 192
+
+
+def test_grpo_and_rloo_through_the_cli_in_one_sweep(trained_lm, tmp_path):
+    # ++: Hydra checks a sweep's overrides against the default algo (ppo) first, which has no group_size
+    run_mimicry(tmp_path, "train", "-m", "task=rl", "env=text", "algo=grpo,rloo", f"init_from={trained_lm}",
+                "env.prompts=[def,class]", "env.max_new_tokens=8", "reward=contains_words", "reward.words=[self]",
+                "++algo.group_size=4", "algo.batch_size=32", "algo.update_epochs=1", "task.total_env_steps=128",
+                "task.eval_every_env_steps=64", "task.eval_episodes=2", "trainer.log_every_n_steps=1")
+    runs = run_dirs(tmp_path)
+    assert len(runs) == 2
+    for run_dir in runs:
+        result = summary(run_dir)
+        assert result["status"] == "completed" and result["metrics"]["rollout/generated_tokens"] == 128
+        scalars = read_events(run_dir)["scalars"]
+        for tag in ("train/loss", "train/kl_to_start", "train/clip_fraction", "rollout/groups_all_equal",
+                    "eval/return_mean", "eval/kl"):
+            assert tag in scalars, (run_dir, tag)
+        assert "train/value_loss" not in scalars  # no critic
+        (written,) = load_task(run_dir).generate_samples(tmp_path, n=2, seed=0)
+        assert written.read_text().count("[reward ") == 4  # two prompts, two continuations each
+
+
+@pytest.mark.parametrize("algo", ["grpo", "rloo"])
+def test_group_routes_refuse_what_cannot_work(tiny_lm, algo):
+    with pytest.raises(MimicryError, match="at least 2 continuations"):
+        build(algo, tiny_lm, group_size=1)
+    with pytest.raises(MimicryError, match="kl_coef"):
+        build(algo, tiny_lm, kl_coef=-0.1)
+    with pytest.raises(MimicryError, match="needs env=text"):
+        cls, settings, loss = ROUTES[algo]
+        cls(model={}, loss=loss, optim={"lr": 1e-3}, data_spec={}, algo=settings, env="cartpole", prompts=PROMPTS,
+            reward=REWARD, lm=copy.deepcopy(LM))
+
+
+def test_group_advantages_of_a_rollout_sum_to_zero_per_prompt(tiny_lm):
+    for algo in ("grpo", "rloo"):
+        groups = build(algo, tiny_lm, kl_coef=0.0).collect()
+        assert [len(g["reward"]) for g in groups] == [16, 16]  # group_size continuations of each prompt
+        for g in groups:  # the group is the baseline: what one continuation gains, the others lose
+            assert abs(float(g["advantage"].sum())) < 1e-4
+            assert torch.allclose(g["logprob"], g["start_logprob"], atol=1e-5)  # the unchanged model is the start
 
 
 def test_reward_conditioned_return_tokens_mean_their_returns(improved_reward_conditioned):

@@ -35,12 +35,33 @@ def clipped_surrogate(log_ratio: torch.Tensor, advantage: torch.Tensor, clip_ran
     return -torch.min(ratio * advantage, ratio.clamp(1 - clip_range, 1 + clip_range) * advantage).mean()
 
 
+def k3_kl(log_ratio: torch.Tensor) -> torch.Tensor:
+    """KL(p ‖ q) from samples of p, given log q/p at each one: Schulman's k3 estimator, r − 1 − log r
+    with r = q/p. Unbiased, never negative, and low in variance where p and q are close."""
+    return (log_ratio.exp() - 1 - log_ratio).mean()
+
+
 def policy_shift(log_ratio: torch.Tensor, clip_range: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """How far the policy has moved on the actions taken: KL(old ‖ new) by Schulman's k3 estimator,
+    """How far the policy has moved on the actions taken: KL(old ‖ new) by the k3 estimator,
     and the share of ratios outside the trust region. Diagnostics, computed where they are logged."""
     with torch.no_grad():
-        ratio = log_ratio.exp()
-        return ((ratio - 1) - log_ratio).mean(), ((ratio - 1).abs() > clip_range).float().mean()
+        return k3_kl(log_ratio), ((log_ratio.exp() - 1).abs() > clip_range).float().mean()
+
+
+def group_relative_advantage(rewards: torch.Tensor, baseline: str) -> torch.Tensor:
+    """Each completion's advantage against the other completions of its prompt (rewards (k,), one group):
+    no critic, the group is the baseline. ``mean_std``: (r − mean) / std (GRPO, Shao et al. 2024);
+    ``leave_one_out``: r − the mean of the other k − 1 (RLOO, Ahmadian et al. 2024: a baseline that
+    does not contain the reward it is subtracted from, so the estimate stays unbiased). A group whose
+    rewards are all equal teaches nothing: its advantages are 0."""
+    k = len(rewards)
+    if k < 2:
+        raise ValueError(f"a group needs at least 2 completions to compare, got {k}")
+    if baseline == "mean_std":
+        return (rewards - rewards.mean()) / (rewards.std() + 1e-8)
+    if baseline == "leave_one_out":
+        return rewards - (rewards.sum() - rewards) / (k - 1)
+    raise ValueError(f"unknown baseline {baseline!r}: mean_std or leave_one_out")
 
 
 def ppo_objective(logits: torch.Tensor, values: torch.Tensor, action: torch.Tensor, old_logprob: torch.Tensor,
