@@ -67,7 +67,7 @@ class ReinforcementTask(ImitationTask):
         self.start_env_steps = 0  # where this fit started (the checkpoint's count when resuming)
         self.rollout_stats: dict[str, float] = {}  # the latest rollout's numbers, logged at logging steps
         self._clock: tuple[float, int] | None = None  # (time, env steps) at the previous rollout
-        self.grad_norm: torch.Tensor | None = None  # the latest update's, before clipping (stepped by hand)
+        self._update_handles: tuple | None = None  # step_optimizer's, looked up once per fit
 
     def environment(self, env: str) -> Any:
         """What the networks need to know of ``env`` (a task whose environment is not a gymnasium
@@ -147,6 +147,7 @@ class ReinforcementTask(ImitationTask):
         return max(0, math.ceil(self.hparams.total_env_steps / every) - self.start_env_steps // every)
 
     def on_train_start(self) -> None:
+        self._update_handles = None  # this fit's optimizer and schedule
         # With max_epochs=-1 (the run ends on env steps), the progress bar would show "Epoch 1/-2":
         # give it the planned count instead. An upper bound: the run still stops on finished().
         loop = self.trainer.fit_loop
@@ -174,8 +175,6 @@ class ReinforcementTask(ImitationTask):
             values["step"] = float(self.env_steps)
         if self._trainer is not None and self.trainer.optimizers:  # here, not Lightning's monitor: on the same axis
             values["train/lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
-        if not self.automatic_optimization and self.grad_norm is not None:
-            values["train/grad_norm"] = self.grad_norm
         for name, value in values.items():
             self.log(name, value, on_step=True, on_epoch=False, batch_size=batch_size)
 
@@ -229,23 +228,32 @@ class ReinforcementTask(ImitationTask):
         (on_before_backward, on_after_backward, on_before_optimizer_step: about 10% of a CartPole
         DQN's time), which no mimicry callback uses; the step still counts in ``global_step``. Under
         DDP or fp16 loss scaling, Lightning's own calls do the work they exist for."""
-        optimizer = self.optimizers()
-        by_hand = self.plain_updates()
+        optimizer, schedule, params, by_hand = self.update_handles()
         optimizer.zero_grad(set_to_none=True)  # (no hook here)
         if by_hand:
             loss.backward()
         else:
             self.manual_backward(loss)
         if self.algo.get("max_grad_norm"):  # (it returns the norm before clipping: log_rollout logs the last one)
-            self.grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters(), self.algo["max_grad_norm"])
+            self.rollout_stats["train/grad_norm"] = torch.nn.utils.clip_grad_norm_(params, self.algo["max_grad_norm"])
         elif self.is_logging_step():
-            self.grad_norm = gradient_norm(self.parameters())
+            self.rollout_stats["train/grad_norm"] = gradient_norm(params)
         if by_hand:
             optimizer.optimizer.step()
             advance_global_step(self.trainer)  # what Lightning's optimizer.step counts
         else:
             optimizer.step()
-        self.lr_schedulers().step()
+        schedule.step()
+
+    def update_handles(self) -> tuple[Any, Any, list[torch.nn.Parameter], bool]:
+        """The optimizer (Lightning's wrapper), its schedule, the parameters it updates (a target network's
+        are not among them) and whether the update may be plain PyTorch: looked up once per fit, not at
+        each of thousands of small updates (the lookups cost about 3% of a CartPole DQN's time)."""
+        if self._update_handles is None:
+            optimizer = self.optimizers()
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            self._update_handles = (optimizer, self.lr_schedulers(), params, self.plain_updates())
+        return self._update_handles
 
     def plain_updates(self) -> bool:
         """True where an update needs nothing of Lightning: one device, no gradient scaler."""
