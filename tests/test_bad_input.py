@@ -130,7 +130,7 @@ def test_manual_optimization_refuses_accumulation_and_clipping(tmp_path, failing
 
 def test_an_algo_that_does_not_continue_text_is_refused_on_env_text(tmp_path, failing):
     output = failing("train", "task=rl", "env=text", "algo=dqn", f"init_from={tmp_path}")
-    assert "algo=dqn does not go with task=rl env=text; choose one of: ppo, filtered_bc, reward_conditioned" in output
+    assert "algo=dqn does not go with task=rl env=text; choose one of: ppo, grpo, rloo, filtered_bc, reward_conditioned, dpo" in output
 
 
 def test_trainer_arguments_people_use_are_accepted(tmp_path):
