@@ -16,7 +16,7 @@ from mimicry.errors import MimicryError
 from mimicry.output_paths import ensure_writable_dir
 from mimicry.provenance import COMMAND_ENV
 from mimicry.run_reading import override_key, read_summary_file, read_yaml
-from mimicry.saved_overrides import vet_overrides
+from mimicry.saved_overrides import CARRIED_BY_CHECKPOINT, vet_overrides
 
 USAGE = """usage: mimicry <command> [options]
 
@@ -115,7 +115,7 @@ def prepare_train_args(args: list[str]) -> list[str]:
         raise MimicryError(f"resume={run_dir} is a {run_task} run: it cannot continue as task={typed_tasks[-1]}; "
                            f"drop task= (a resumed run keeps its task)")
     previous = vet_overrides(read_yaml(saved), saved, f"mimicry train resume={run_dir}", typed=new,
-                             drop={override_key(a) for a in new} | {"resume"})
+                             drop={override_key(a) for a in new} | {"resume"}, carried=CARRIED_BY_CHECKPOINT)
     return previous + new + [f"resume={_quote(str(run_dir))}", f"hydra.run.dir={_quote(str(run_dir))}"]
 
 

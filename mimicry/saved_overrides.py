@@ -19,6 +19,9 @@ from mimicry.errors import MimicryError
 from mimicry.recipe import check_choice, compose_installed, is_group, is_plain, parent_of, refused_key
 
 SWEEPS_OF_VALUES = (ValueType.CHOICE_SWEEP, ValueType.SIMPLE_CHOICE_SWEEP, ValueType.RANGE_SWEEP)
+#: paths to the runs a run started from, whose content its checkpoint carries (an lm run's settings and
+#: tokenizer, a first stage's recipe and weights): a resumed run needs them no more, so they are dropped
+CARRIED_BY_CHECKPOINT = frozenset({"init_from", "tokenizer.from_run", "latent.from_run"})
 
 
 def candidate_values(override: Override) -> list[Any]:
@@ -34,11 +37,12 @@ def candidate_values(override: Override) -> list[Any]:
     return [v.text if isinstance(v, QuotedString) else v for v in values]
 
 
-def vet_overrides(lines: Any, source: Path, retype: str, typed: list[str] = (), drop: set[str] = frozenset()
-                  ) -> list[str]:
+def vet_overrides(lines: Any, source: Path, retype: str, typed: list[str] = (), drop: set[str] = frozenset(),
+                  carried: frozenset[str] = frozenset()) -> list[str]:
     """The saved overrides that may be reused, in their order, as saved. ``typed``: the new command
     line's overrides (its group choices count when checking which keys exist); ``drop``: keys it sets
-    again (the user's value wins, unchecked). ``retype``: the command the hint tells the user to give."""
+    again (the user's value wins, unchecked); ``carried``: keys whose content the run's checkpoint
+    carries (dropped, never followed). ``retype``: the command the hint tells the user to give."""
     if not isinstance(lines, list) or not all(isinstance(line, str) for line in lines):
         raise MimicryError(f"{source} is damaged: it must hold a list of overrides (key=value text), "
                            f"not {type(lines).__name__} {str(lines)[:60]!r}")
@@ -54,7 +58,7 @@ def vet_overrides(lines: Any, source: Path, retype: str, typed: list[str] = (), 
             raise MimicryError(f"{source}: cannot read the saved override {line!r} "
                                f"({str(error).splitlines()[0]})") from None
         name = override.key_or_group
-        if name.lstrip("+~") in drop:
+        if name.lstrip("+~") in drop | carried:
             continue
         if override.package is not None:
             raise refuse("it moves a config to another package")

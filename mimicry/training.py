@@ -24,7 +24,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from mimicry.callbacks import ConfigParams, SummaryRefresh
 from mimicry.callbacks.run_summary import scalar_metrics
-from mimicry.checkpoints import build_task, load_weights_into, read_checkpoint
+from mimicry.checkpoints import build_task, load_weights_into, read_checkpoint, read_derived
 from mimicry.config_checks import check_settings
 from mimicry.cuda_probe import drop_failing_nvml_probe
 from mimicry import provenance
@@ -195,6 +195,14 @@ def build_loggers(nodes: DictConfig | None) -> list[Logger]:
         raise
 
 
+def carried_arguments(checkpoint: dict, source: str) -> dict[str, Any]:
+    """What a resumed run's checkpoint carries of the runs it started from (an lm run's settings and
+    tokenizer, a first-stage autoencoder's recipe; its weights are in the state dict): the task is built
+    from these, so the runs behind ``init_from`` / ``*.from_run`` need not exist any more. The data spec
+    is the data's own, read again."""
+    return {key: value for key, value in read_derived(checkpoint, source).items() if key != "data_spec"}
+
+
 def fit(cfg: DictConfig, run_dir: Path, choices: dict[str, str], record: RunRecord | None = None) -> dict[str, Any]:
     check_config(cfg, choices)
     launcher_shape(cfg, HydraConfig.get())
@@ -210,10 +218,6 @@ def fit(cfg: DictConfig, run_dir: Path, choices: dict[str, str], record: RunReco
     datamodule = instantiate(cfg.data, **data_options) if cfg.get("data") is not None else None
     if datamodule is not None:
         datamodule.setup("fit")
-    task = build_task(cfg, datamodule.spec() if datamodule is not None else {}, recipe=record_recipe(cfg, choices))
-    if fine_tune:
-        log.info(f"initialised weights from {load_weights_into(task, cfg.init_from)}")
-
     ckpt_path = None
     if cfg.get("resume"):
         if not last.is_file():
@@ -222,9 +226,14 @@ def fit(cfg: DictConfig, run_dir: Path, choices: dict[str, str], record: RunReco
         ckpt_path = last
     elif cfg.get("resume_sweep") and last.is_file():  # a sweep job that stopped part-way
         ckpt_path = last
+    carried = {}
     if ckpt_path is not None:  # a run folder may come from anyone: the checkpoint is checked as data first
-        read_checkpoint(ckpt_path)
+        carried = carried_arguments(read_checkpoint(ckpt_path), str(ckpt_path))
         log.info(f"resuming from {ckpt_path}")
+    task = build_task(cfg, datamodule.spec() if datamodule is not None else {}, recipe=record_recipe(cfg, choices),
+                      **carried)
+    if fine_tune:
+        log.info(f"initialised weights from {load_weights_into(task, cfg.init_from)}")
 
     check_manual_optimization(task, cfg)
     trainer = build_trainer(cfg, run_dir, record)

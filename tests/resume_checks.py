@@ -24,4 +24,5 @@ def assert_same_curve(run_dir: Path, reference_dir: Path, tag: str, rel: float =
     mine = dict(read_events(run_dir)["scalars"][tag])
     theirs = dict(read_events(reference_dir)["scalars"][tag])
     assert sorted(mine) == sorted(theirs), tag
-    assert [mine[s] for s in sorted(theirs)] == pytest.approx([theirs[s] for s in sorted(theirs)], rel=rel, abs=1e-6), tag
+    assert [mine[s] for s in sorted(theirs)] == pytest.approx([theirs[s] for s in sorted(theirs)], rel=rel, abs=1e-6), \
+        (tag, [(s, mine[s], theirs[s]) for s in sorted(theirs) if abs(mine[s] - theirs[s]) > abs(theirs[s]) * rel + 1e-6][:4])

@@ -187,10 +187,10 @@ def test_text_ppo_runs_end_to_end_samples_resumes_and_stays_safe(trained_lm, tmp
     with pytest.raises(MimicryError, match="refusing reward._target_='os.system'"):
         load_task(tmp_path / "crafted.ckpt")
 
-    # resume: the saved init_from is a path, so it is given again; the generated-token counter continues
-    refused = run_mimicry(tmp_path, "train", f"resume={run_dir}", "task.total_env_steps=192", check=False)
-    assert refused.returncode != 0 and "it is a path" in refused.stderr and "init_from=" in refused.stderr
-    run_mimicry(tmp_path, "train", f"resume={run_dir}", f"init_from={trained_lm}", "task.total_env_steps=192")
+    # resume: the checkpoint carries the lm run's settings and tokenizer, so the saved init_from (a path,
+    # the sender's) is not followed; the generated-token counter continues
+    run_mimicry(tmp_path, "train", f"resume={run_dir}", "task.total_env_steps=192",
+                env={"MIMICRY_DATA": str(tmp_path / "nowhere")})
     assert summary(run_dir)["metrics"]["rollout/generated_tokens"] == 192
 
 

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from conftest import run_mimicry, summary
+from resume_checks import assert_same_curve, assert_same_weights
 from mimicry.checkpoints import find_checkpoint, load_task
 from mimicry.data.images import DigitsDataModule
 from mimicry.errors import MimicryError
@@ -20,7 +21,8 @@ from mimicry.errors import MimicryError
 # seconds on one core: 256 digits, 8-wide coders, a one-layer GPT, a 16-wide latent UNet
 TINY_DATA = ["data.limit=256", "data.batch_size=32", "trainer.max_epochs=2", "task.sample_every_n_steps=8",
              "task.num_samples=8", "task.metrics_every_n_epochs=2", "task.metrics_samples=32",
-             "task.feature_net.width=8", "task.feature_net.steps=10", "optim.warmup_steps=2"]
+             "task.feature_net.width=8", "task.feature_net.steps=10", "optim.warmup_steps=2",
+             "optim.decay_steps=24"]  # the schedule of 3 epochs: the resume test continues the 2-epoch runs to 3
 TINY_AE = ["task=autoencoder", "model.width=8", "task.metrics_every_n_epochs=0", "task.sample_every_n_steps=0",
            "data.limit=256", "data.batch_size=32", "trainer.max_epochs=2", "task.num_samples=8"]
 
@@ -104,6 +106,25 @@ def test_sample_and_eval_of_both_need_neither_the_autoencoder_run_nor_the_data(t
         run_mimicry(tmp_path, "eval", str(copy), "n=16")
         scores = json.loads((copy / "eval" / "metrics.json").read_text())
         assert scores["samples"] == 16 and scores["metrics"]["fid"] >= 0 and "fid" in scores["real_vs_real"]
+
+
+@pytest.mark.parametrize("name, first_stage", [("codes", ["task=image_ar", "tokenizer=vq", "model.n_layer=1",
+                                                         "model.n_embd=32", "task.completions=2"]),
+                                              ("latent", ["task=diffusion", "model=unet_latent", "model.width=16",
+                                                          "task.trajectory_rows=2"])])
+def test_a_second_stage_resumes_without_its_first_stage_run(two_stages, tmp_path, name, first_stage):
+    """Stopped after 2 epochs and resumed to 3 once the autoencoder run is gone (the checkpoint carries
+    it), it ends where a run of 3 epochs straight does: the same steps, curve and weights."""
+    from_run = f"tokenizer.from_run={two_stages['vq']}" if name == "codes" else f"latent.from_run={two_stages['kl']}"
+    settings = [o for o in TINY_DATA if not o.startswith("trainer.max_epochs")]
+    straight = train(tmp_path / "straight", *first_stage, from_run, *settings, "trainer.max_epochs=3")
+    resumed = tmp_path / "resumed"
+    shutil.copytree(two_stages[name], resumed)  # the fixture's 2-epoch run, its autoencoder moved away
+    run_mimicry(tmp_path, "train", f"resume={resumed}", "trainer.max_epochs=3")
+    record = summary(resumed)
+    assert record["status"] == "completed" and record["steps"] == summary(straight)["steps"] == 24
+    assert_same_curve(resumed, straight, "train/loss")
+    assert_same_weights(resumed, straight)  # the second stage and the frozen first stage it carries
 
 
 def test_mismatched_or_missing_first_stages_are_refused_in_one_line(two_stages, tmp_path):

@@ -100,7 +100,14 @@ def load_feature_net(datamodule: ImageDataModule, accelerator: str = "auto", **s
 
     None for unlabelled data (one class): a classifier of one class has no features worth comparing.
     `settings` override FEATURE_NET (width, steps, batch_size, lr); they are part of the cache name.
+    The caller's random numbers are untouched either way (building the net draws its initial weights):
+    a run draws the same batches and noise whether the net was cached or not.
     """
+    with torch.random.fork_rng(devices=[]):
+        return _load_or_fit(datamodule, accelerator, settings)
+
+
+def _load_or_fit(datamodule: ImageDataModule, accelerator: str, settings: dict[str, Any]) -> CNNClassifier | None:
     spec = datamodule.spec()
     if spec["num_classes"] < 2:
         log.info(f"no feature net for {spec['dataset']}: it has no class labels; image metrics are skipped")
@@ -116,10 +123,9 @@ def load_feature_net(datamodule: ImageDataModule, accelerator: str = "auto", **s
     log.info(f"building the feature net for {datamodule.identity()} (once; cached as {name})")
     device = "cuda" if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available() else "cpu"
     training_data = datamodule.variant(value_range="signed", limit=None, num_workers=0)
-    with torch.random.fork_rng(devices=[]):  # the caller's RNG is untouched
-        torch.manual_seed(0)
-        net, accuracy = fit_feature_net(training_data, settings["width"], settings["steps"], settings["lr"],
-                                        settings["batch_size"], device)
+    torch.manual_seed(0)
+    net, accuracy = fit_feature_net(training_data, settings["width"], settings["steps"], settings["lr"],
+                                    settings["batch_size"], device)
     record = {"state_dict": net.state_dict(), "spec": spec, "width": settings["width"], "test_accuracy": accuracy}
     folder = next((f for f in folders if _writable(f)), None)
     if folder is not None:

@@ -8,7 +8,7 @@ own YAML (only the autoencoder models), its weights loaded as tensors by name. W
 needs of it travels inside the second stage's own run: the AE's recipe and data spec as plain values
 (the task's ``derived_arguments``) and its weights in the state dict, frozen (no optimizer sees
 them). So ``mimicry sample``/``eval`` of the second run, or a copy of its folder, never read the AE
-run again; only training reads it (and ``resume=``, where ``from_run`` is typed again, as paths are).
+run again; only a new training run reads it (a resumed one builds it from its own checkpoint).
 """
 from __future__ import annotations
 
