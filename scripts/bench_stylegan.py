@@ -58,7 +58,7 @@ def train(model: str, data: str, args: argparse.Namespace, run_dir: Path) -> flo
     command = [sys.executable, "-m", "mimicry.cli", "train", "task=gan", f"model={model}", f"data={data}",
                "trainer.max_epochs=-1", "task.metrics_every_n_epochs=0",  # metrics come afterwards, alike for all
                "+callbacks.budget._target_=bench_gan.CPUTimeBudget", f"+callbacks.budget.seconds={args.cpu_budget_s}",
-               f"seed={args.seed}", f"hydra.run.dir={run_dir}"]
+               f"seed={args.seed}", f"hydra.run.dir={run_dir}", *(args.stylegan_overrides if model == "stylegan" else [])]
     if data == "mnist":
         command += [f"data.root={args.data_root}", "data.source_split=test", "data.download=false"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "scripts"), os.environ.get("PYTHONPATH", "")]),
@@ -94,6 +94,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "scripts" / "results" / "bench_stylegan.json"))
     parser.add_argument("--docs", default=str(REPO / "docs"))
     parser.add_argument("--runs-dir", default=str(REPO / "outputs" / "bench_stylegan"))
+    parser.add_argument("--stylegan-overrides", nargs="*", default=[],
+                        help="extra overrides of the StyleGAN runs (recorded in the JSON), e.g. model.generator.width=32")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("MIMICRY_FEATURE_NETS", str(REPO / "outputs" / "feature_nets"))
@@ -120,6 +122,7 @@ def main() -> None:
                        "lr 2e-4 for both networks, the DCGAN discriminator with spectral norm), stopped by CPU time",
             "cpu_budget_s_per_run": args.cpu_budget_s, "cpu_threads_per_run": args.threads,
             "runs_in_parallel": args.parallel, "seed": args.seed, "torch": torch.__version__,
+            "stylegan_overrides": args.stylegan_overrides,
             "machine": platform.processor() or platform.machine(),
             "load_average": [round(load_before, 2), round(load_after, 2)],
             "metrics": "feature net of mimicry/metrics/feature_net.py fitted on each dataset's train split; "

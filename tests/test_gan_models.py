@@ -7,7 +7,7 @@ from torch import nn
 from mimicry.errors import MimicryError
 from mimicry.metrics.forgery_map import forgery_heatmap, forgery_map
 from mimicry.models.conditional_norm import ClassConditionalBatchNorm
-from mimicry.models.dcgan import DCGANDiscriminator, DCGANGenerator
+from mimicry.models.dcgan import DCGANDiscriminator, DCGANGenerator, MinibatchStd
 from mimicry.models.ema import exponential_moving_average, warmup_decay
 from mimicry.models.mlp_gan import MLPDiscriminator, MLPGenerator
 
@@ -59,6 +59,23 @@ def test_dcgan_refuses_sizes_it_cannot_make(size):
         DCGANGenerator(latent_dim=8, channels=1, image_size=size, width=8)
     with pytest.raises(MimicryError, match="16, 20, 24, 28, 32"):
         DCGANDiscriminator(channels=1, image_size=size, width=8)
+
+
+def test_minibatch_std_reads_how_much_a_group_differs():
+    layer = MinibatchStd(group_size=4)
+    same = torch.randn(1, 3, 5, 5).repeat(8, 1, 1, 1)  # one image for every z: nothing to tell apart
+    out = layer(same)
+    assert out.shape == (8, 4, 5, 5) and torch.equal(out[:, :3], same)
+    assert float(out[:, 3].abs().max()) < 1e-3
+    x = torch.tensor([0.0, 2.0]).reshape(2, 1, 1, 1)  # one group of two: std 1 (population std)
+    assert MinibatchStd(4)(x)[:, 1].flatten().tolist() == pytest.approx([1.0, 1.0])
+    for n in range(1, 8):  # any batch: the group is the largest divisor up to group_size
+        assert layer(torch.randn(n, 2, 3, 3)).shape == (n, 3, 3, 3)
+    plain, with_std = DCGANDiscriminator(1, 16, 8), DCGANDiscriminator(1, 16, 8, minibatch_std=4)
+    assert with_std(torch.randn(6, 1, 16, 16)).shape == (6,)
+    assert plain(torch.randn(6, 1, 16, 16)).shape == (6,) and not any(isinstance(m, MinibatchStd) for m in plain.modules())
+    with pytest.raises(MimicryError, match="minibatch_std=1"):
+        DCGANDiscriminator(1, 16, 8, minibatch_std=1)
 
 
 def test_unknown_norm_is_refused():

@@ -71,11 +71,15 @@ class DCGANDiscriminator(nn.Module):
     """Image -> 3 strided/plain convs with LeakyReLU -> one logit per image, shape (B,)."""
 
     def __init__(
-        self, channels: int, image_size: int, width: int, num_classes: int = 0, norm: str = "spectral"
+        self, channels: int, image_size: int, width: int, num_classes: int = 0, norm: str = "spectral",
+        minibatch_std: int = 0,
     ):
         super().__init__()
         check_image_size(image_size)
         check_norm(norm)
+        if not isinstance(minibatch_std, int) or minibatch_std < 0 or minibatch_std == 1:
+            raise MimicryError(f"model.discriminator.minibatch_std={minibatch_std!r}: give a group size ≥ 2 "
+                               f"(StyleGAN's is 4), or 0 for none")
         self.norm = norm
 
         def block(c_in: int, c_out: int, kernel: int, stride: int, first: bool = False) -> list[nn.Module]:
@@ -85,10 +89,14 @@ class DCGANDiscriminator(nn.Module):
             layers.append(nn.LeakyReLU(0.2, inplace=True))
             return layers
 
+        # minibatch_std: the last conv also sees how much the images of a group differ (StyleGAN), so
+        # a generator that draws one image for every z is easy to call fake
+        mbstd = [MinibatchStd(minibatch_std)] if minibatch_std else []
         self.features = nn.Sequential(
             *block(channels, width, 4, 2, first=True),  # size -> size/2
             *block(width, 2 * width, 4, 2),  # size/2 -> size/4
-            *block(2 * width, 4 * width, 3, 1),  # refine at size/4
+            *mbstd,
+            *block(2 * width + len(mbstd), 4 * width, 3, 1),  # refine at size/4
             nn.Flatten(),
         )
         feature_dim = 4 * width * (image_size // 4) ** 2
@@ -103,6 +111,23 @@ class DCGANDiscriminator(nn.Module):
         features = self.features(images)
         logits = self.head(features).squeeze(1)
         return logits + label_projection(features, labels, self.label_embedding)
+
+
+class MinibatchStd(nn.Module):
+    """StyleGAN's minibatch standard deviation: split the batch into groups of ``group_size`` (the largest
+    divisor of the batch up to it), take each feature's std over a group, average it to one number per
+    group, and append it to every image of the group as one more constant channel."""
+
+    def __init__(self, group_size: int):
+        super().__init__()
+        self.group_size = group_size
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, _, h, w = x.shape
+        group = next(g for g in range(min(self.group_size, n), 0, -1) if n % g == 0)
+        grouped = x.reshape(group, n // group, *x.shape[1:])                   # (G, N/G, C, H, W)
+        spread = (grouped.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # (N/G,)
+        return torch.cat([x, spread.repeat(group)[:, None, None, None].expand(n, 1, h, w)], dim=1)
 
 
 def label_projection(features: Tensor, labels: Tensor | None, embedding: nn.Module | None) -> Tensor:

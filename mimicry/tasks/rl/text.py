@@ -14,6 +14,7 @@ text_ppo.py, text_filtered_bc.py, text_reward_conditioned.py.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -355,3 +356,34 @@ class TextReinforcementTask(ReinforcementTask):
         path = out_dir / f"samples_seed{seed}.txt"
         path.write_text("\n\n=====\n\n".join(blocks), encoding="utf-8")
         return [path]
+
+
+class TextRolloutTask(TextReinforcementTask):
+    """A route whose Lightning batch is one rollout of ``continuations_per_rollout()`` continuations,
+    learned from by minibatch updates stepped inside ``training_step`` (ppo, grpo, rloo)."""
+
+    def continuations_per_rollout(self) -> int:
+        raise NotImplementedError
+
+    def collect(self) -> list[dict[str, Any]]:
+        """One rollout: a group of scored continuations per prompt, with what the route learns from."""
+        raise NotImplementedError
+
+    def batches(self) -> Iterator[list[dict[str, Any]]]:
+        end = self.epoch_end_env_steps()
+        while self.env_steps < end:
+            yield self.collect()  # one Lightning batch = one rollout (a group of continuations per prompt)
+
+    def env_steps_per_batch(self) -> int:
+        return self.continuations_per_rollout() * self.spec.max_new_tokens
+
+    def count_items(self, groups: list[dict[str, Any]]) -> int:
+        return sum(int(g["action"].numel()) for g in groups)
+
+    def planned_updates(self) -> int:
+        a = self.algo
+        rollouts = math.ceil(self.hparams.total_env_steps / self.env_steps_per_batch())
+        per_batch = max(1, a["batch_size"] // self.spec.max_new_tokens)
+        chunks = sum(math.ceil(n / per_batch) for n in self.counts_per_prompt(self.continuations_per_rollout()))
+        return rollouts * a["update_epochs"] * chunks
+

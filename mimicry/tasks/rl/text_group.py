@@ -12,15 +12,14 @@ token's probability ratio, for ``update_epochs`` passes over the rollout.
 """
 from __future__ import annotations
 
-import math
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from mimicry.errors import MimicryError
 from mimicry.losses.policy import clipped_surrogate, group_relative_advantage, k3_kl, policy_shift
-from mimicry.tasks.rl.text import TextReinforcementTask
+from mimicry.tasks.rl.text import TextRolloutTask
 
 
 def token_logprob(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -28,7 +27,7 @@ def token_logprob(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return F.log_softmax(logits, -1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
-class TextGroupRelative(TextReinforcementTask):
+class TextGroupRelative(TextRolloutTask):
     """The shared route; a subclass names its baseline and where the KL to the start is paid."""
     baseline = ""          # group_relative_advantage's: mean_std | leave_one_out
     kl_in_loss = False     # True: kl_coef × KL(policy ‖ start) in the loss; False: subtracted from the reward
@@ -49,7 +48,7 @@ class TextGroupRelative(TextReinforcementTask):
     @torch.no_grad()
     def collect(self) -> list[dict[str, Any]]:
         a = self.algo
-        groups = self.sample_episodes(a["group_size"] * len(self.prompt_ids))  # counts_per_prompt: group_size each
+        groups = self.sample_episodes(self.continuations_per_rollout())
         equal = 0
         for g in groups:
             g["logprob"] = token_logprob(self.action_logits(g), g["action"])
@@ -62,13 +61,8 @@ class TextGroupRelative(TextReinforcementTask):
         self.rollout_stats["rollout/groups_all_equal"] = equal / len(groups)  # they teach nothing
         return groups
 
-    def batches(self) -> Iterator[list[dict[str, Any]]]:
-        end = self.epoch_end_env_steps()
-        while self.env_steps < end:
-            yield self.collect()  # one Lightning batch = one rollout
-
-    def env_steps_per_batch(self) -> int:
-        return self.algo["group_size"] * len(self.prompt_ids) * self.spec.max_new_tokens
+    def continuations_per_rollout(self) -> int:
+        return self.algo["group_size"] * len(self.prompt_ids)  # counts_per_prompt: group_size each
 
     # ---- learning: the clipped surrogate on every token, with its continuation's advantage ----
     def objective(self, batch: dict[str, Any], clip: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -98,15 +92,6 @@ class TextGroupRelative(TextReinforcementTask):
                          prog_bar=name == "train/loss")
             self.log_rollout(log_ratio.numel())
         return loss.detach()
-
-    def count_items(self, groups: list[dict[str, Any]]) -> int:
-        return sum(int(g["action"].numel()) for g in groups)
-
-    def planned_updates(self) -> int:
-        a = self.algo
-        rollouts = math.ceil(self.hparams.total_env_steps / self.env_steps_per_batch())
-        per_batch = max(1, a["batch_size"] // self.spec.max_new_tokens)
-        return rollouts * a["update_epochs"] * len(self.prompt_ids) * math.ceil(a["group_size"] / per_batch)
 
 
 class TextGRPO(TextGroupRelative):

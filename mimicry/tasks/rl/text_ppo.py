@@ -9,8 +9,7 @@ reward and is no longer the language it learned.
 """
 from __future__ import annotations
 
-import math
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -19,10 +18,10 @@ import torch.nn.functional as F
 from mimicry.data.rollouts import gae
 from mimicry.errors import MimicryError
 from mimicry.tasks.rl.ppo import ppo_updates
-from mimicry.tasks.rl.text import TextReinforcementTask
+from mimicry.tasks.rl.text import TextRolloutTask
 
 
-class TextPPO(TextReinforcementTask):
+class TextPPO(TextRolloutTask):
     algo_name = "ppo"
     whole_number_settings = ("num_envs", "batch_size", "update_epochs")
 
@@ -65,13 +64,8 @@ class TextPPO(TextReinforcementTask):
             if variance > 0 else 0.0
         return groups
 
-    def batches(self) -> Iterator[list[dict[str, Any]]]:
-        end = self.epoch_end_env_steps()
-        while self.env_steps < end:
-            yield self.collect()  # one Lightning batch = one rollout (a group of continuations per prompt)
-
-    def env_steps_per_batch(self) -> int:
-        return self.algo["num_envs"] * self.spec.max_new_tokens
+    def continuations_per_rollout(self) -> int:
+        return self.algo["num_envs"]
 
     # ---- learning: the same PPO updates as CartPole's, one row per generated token -----------
     def training_step(self, groups: list[dict[str, Any]], batch_idx: int) -> torch.Tensor:
@@ -79,13 +73,3 @@ class TextPPO(TextReinforcementTask):
         minibatches = (batch for _ in range(self.algo["update_epochs"])
                        for batch in self.minibatches(groups, every, ("action", "logprob", "advantage", "return")))
         return ppo_updates(self, minibatches)
-
-    def count_items(self, groups: list[dict[str, Any]]) -> int:
-        return sum(int(g["action"].numel()) for g in groups)
-
-    def planned_updates(self) -> int:
-        a = self.algo
-        rollouts = math.ceil(self.hparams.total_env_steps / self.env_steps_per_batch())
-        per_batch = max(1, a["batch_size"] // self.spec.max_new_tokens)
-        chunks = sum(math.ceil(n / per_batch) for n in self.counts_per_prompt(a["num_envs"]))
-        return rollouts * a["update_epochs"] * chunks
