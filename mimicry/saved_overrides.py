@@ -21,6 +21,7 @@ from mimicry.recipe import check_choice, compose_installed, is_group, is_plain, 
 SWEEPS_OF_VALUES = (ValueType.CHOICE_SWEEP, ValueType.SIMPLE_CHOICE_SWEEP, ValueType.RANGE_SWEEP)
 #: paths to the runs a run started from, whose content its checkpoint carries (an lm run's settings and
 #: tokenizer, a first stage's recipe and weights): a resumed run needs them no more, so they are dropped
+#: (not init_from=hf:DIR, a Hugging Face folder whose settings shape the model: typed again, as paths are)
 CARRIED_BY_CHECKPOINT = frozenset({"init_from", "tokenizer.from_run", "latent.from_run"})
 
 
@@ -58,8 +59,10 @@ def vet_overrides(lines: Any, source: Path, retype: str, typed: list[str] = (), 
             raise MimicryError(f"{source}: cannot read the saved override {line!r} "
                                f"({str(error).splitlines()[0]})") from None
         name = override.key_or_group
-        if name.lstrip("+~") in drop | carried:
+        if name.lstrip("+~") in drop:
             continue
+        if name.lstrip("+~") in carried and not str(override.value()).startswith("hf:"):
+            continue  # a run folder the checkpoint carries (hf:DIR weights also set the model's shape: kept)
         if override.package is not None:
             raise refuse("it moves a config to another package")
         if override.type == OverrideType.DEL:

@@ -187,6 +187,23 @@ def test_resume_says_how_to_type_a_refused_override(trained_lm, tmp_path, capsys
     assert "a path" in message and f"mimicry train resume={run_dir} 'data.root=/somewhere/else'" in message
 
 
+def test_resume_drops_the_runs_a_run_started_from_and_follows_none_of_them(tmp_path):
+    """init_from / tokenizer.from_run / latent.from_run in a shared run's overrides: the checkpoint carries
+    what they pointed at, so resume drops them (the paths are never opened); hf:DIR is typed again."""
+    from mimicry.saved_overrides import CARRIED_BY_CHECKPOINT, vet_overrides
+
+    victim = tmp_path / "victim"
+    saved = ["task=image_ar", "tokenizer=vq", f"tokenizer.from_run={victim}", f"init_from={victim}", "optim.lr=0.002"]
+    kept = vet_overrides(saved, tmp_path / "overrides.yaml", "mimicry train resume=RUN", carried=CARRIED_BY_CHECKPOINT)
+    assert kept == ["task=image_ar", "tokenizer=vq", "optim.lr=0.002"] and not victim.exists()
+    with pytest.raises(MimicryError, match="it is a path"):
+        vet_overrides(["task=lm", f"init_from=hf:{victim}"], tmp_path / "overrides.yaml", "mimicry train resume=RUN",
+                      carried=CARRIED_BY_CHECKPOINT)
+    with pytest.raises(MimicryError, match="it is a path"):  # a path the checkpoint does not carry
+        vet_overrides(["task=lm", f"data.root={victim}"], tmp_path / "overrides.yaml", "mimicry train resume=RUN",
+                      carried=CARRIED_BY_CHECKPOINT)
+
+
 @pytest.mark.parametrize("content", ["3", "[3]", "{a: 1}", "[unclosed", "- 'model.n_embd=[1,'"])
 def test_resume_answers_damaged_overrides_in_one_line(trained_lm, tmp_path, capsys, content):
     run_dir = shared_run(trained_lm, tmp_path)
