@@ -8,6 +8,7 @@ import torch
 
 from conftest import read_events, run_dirs, run_mimicry, summary
 from mimicry.cli import main
+from mimicry.errors import MimicryError
 from mimicry.data.replay import ReplayBuffer
 from mimicry.losses.td import q_target
 from mimicry.tasks.rl.dqn import DQN
@@ -45,6 +46,27 @@ def test_double_dqn_reference_takes_the_online_argmax_and_the_target_value():
     assert task.td_reference(batch).tolist() == pytest.approx([1.0 + 0.5 * 2.0, 1.0])
     task.algo["double_dqn"] = False
     assert task.td_reference(batch).tolist() == pytest.approx([1.0 + 0.5 * 30.0, 1.0])
+
+
+def test_target_updates_copy_at_tau_one_and_average_below_it():
+    def build(tau):
+        return DQN(model={"_target_": "mimicry.models.q_network.QNetwork", "hidden": [8]},
+                   loss={"_target_": "mimicry.losses.td.Huber"}, optim={"lr": 1e-3}, data_spec={},
+                   algo={**ALGO, "tau": tau}, total_env_steps=1000)
+
+    for tau in (1.0, 0.25):
+        task = build(tau)
+        before = {k: v.clone() for k, v in task.target.state_dict().items()}
+        with torch.no_grad():
+            for p in task.model.parameters():
+                p.add_(1.0)  # the online network moves by exactly 1 everywhere
+        task.sync_target()
+        for name, value in task.target.state_dict().items():
+            expected = task.model.state_dict()[name] if tau == 1 else before[name] + tau
+            assert torch.allclose(value, expected, atol=1e-6), (tau, name)
+        assert not any(p.requires_grad for p in task.target.parameters())
+    with pytest.raises(MimicryError, match="algo.tau=0"):
+        build(0)
 
 
 def test_replay_buffer_keeps_the_latest_transitions():

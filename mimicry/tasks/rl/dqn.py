@@ -42,6 +42,10 @@ class DQN(ReinforcementTask):
         if algo["train_freq"] % algo["num_envs"]:
             raise MimicryError(f"algo.train_freq={algo['train_freq']} is not a multiple of algo.num_envs="
                                f"{algo['num_envs']}; make it one (every vector step is num_envs env steps)")
+        tau = algo.get("tau", 1.0)
+        if not (isinstance(tau, (int, float)) and 0 < tau <= 1):
+            raise MimicryError(f"algo.tau={tau!r}: must be in (0, 1]: 1 copies the Q-network into the target, "
+                               f"e.g. 0.005 moves the target that share of the way at each update interval")
         self.model = instantiate(model, obs_dim=self.spec.obs_dim, n_actions=self.spec.n_actions)
         self.target = copy.deepcopy(self.model).requires_grad_(False)  # a slowly following copy for the targets
         self.rollout: VectorRollout | None = None
@@ -62,8 +66,18 @@ class DQN(ReinforcementTask):
         explore = torch.rand(len(best), device=best.device) < self.epsilon()
         return torch.where(explore, torch.randint_like(best, self.spec.n_actions), best)
 
+    @torch.no_grad()
     def sync_target(self) -> None:
-        self.target.load_state_dict(self.model.state_dict())
+        """target ← τ·online + (1 − τ)·target (algo.tau; 1: a copy; Polyak averaging below 1)."""
+        tau = self.algo.get("tau", 1.0)
+        if tau >= 1:
+            self.target.load_state_dict(self.model.state_dict())
+            return
+        for target, online in zip(self.target.state_dict().values(), self.model.state_dict().values()):
+            if target.is_floating_point():
+                target.lerp_(online, tau)
+            else:  # an integer buffer (a counter) has no average
+                target.copy_(online)
 
     def batches(self) -> Iterator[dict[str, torch.Tensor]]:
         a = self.algo
