@@ -74,6 +74,19 @@ def test_sizes_and_options_it_refuses():
         StyleGANGenerator(latent_dim=8, channels=1, image_size=16, mixing_prob=1.5)
     with pytest.raises(MimicryError, match=r"psi in \[0, 1\]"):
         StyleGANGenerator(latent_dim=8, channels=1, image_size=16).eval()(torch.randn(2, 8), truncation=-0.5)
+    with pytest.raises(MimicryError, match="output='relu'"):
+        StyleGANGenerator(latent_dim=8, channels=1, image_size=16, output="relu")
+
+
+def test_tanh_output_is_the_linear_output_squashed():
+    torch.manual_seed(0)
+    linear = StyleGANGenerator(latent_dim=8, channels=1, image_size=16, width=4, w_dim=8).eval()
+    squashed = StyleGANGenerator(latent_dim=8, channels=1, image_size=16, width=4, w_dim=8, output="tanh").eval()
+    squashed.load_state_dict(linear.state_dict())  # same weights: the output layer is the only difference
+    z = torch.randn(4, 8)
+    with torch.no_grad():
+        assert torch.allclose(squashed(z), torch.tanh(linear(z)), atol=1e-6)
+        assert float(squashed(z * 50).abs().max()) <= 1.0
 
 
 def test_the_mean_w_is_tracked_in_training_and_saved():

@@ -27,8 +27,8 @@
   in the paper.
 
 Sizes as the DCGAN (16, 20, 24, 28, 32): the constant is size/4 and two ×2 upsamplings (bilinear)
-reach the image size, so 28×28 MNIST needs no padding. The output is linear (no Tanh, as in the
-paper); samples are clamped to [-1, 1] when drawn. Conditional: the label's embedding is
+reach the image size, so 28×28 MNIST needs no padding. The output is linear by default (no Tanh, as in
+the paper; samples are clamped to [-1, 1] when drawn), or `output="tanh"` as the DCGAN's. Conditional: the label's embedding is
 concatenated to z before the mapping (StyleGAN2-ADA), so it reaches every layer through w.
 """
 from __future__ import annotations
@@ -139,9 +139,12 @@ class StyleGANGenerator(nn.Module):
 
     def __init__(self, latent_dim: int, channels: int, image_size: int, width: int = 32, w_dim: int = 64,
                  mapping_layers: int = 2, mixing_prob: float = 0.9, w_avg_beta: float = 0.995,
-                 lr_multiplier: float = 3.0, num_classes: int = 0):
+                 lr_multiplier: float = 3.0, num_classes: int = 0, output: str = "linear"):
         super().__init__()
         check_image_size(image_size, model="stylegan")
+        if output not in ("linear", "tanh"):
+            raise MimicryError(f"model.generator.output={output!r}: linear (the paper's) or tanh (the DCGAN's)")
+        self.output = output
         if not 0.0 <= mixing_prob <= 1.0:
             raise MimicryError(f"model.generator.mixing_prob={mixing_prob}: give a probability in [0, 1]")
         self.latent_dim, self.num_classes, self.w_dim = latent_dim, num_classes, w_dim
@@ -183,7 +186,7 @@ class StyleGANGenerator(nn.Module):
             rgb = block.to_rgb(x, ws[:, layer])
             image = rgb if image is None else F.interpolate(image, scale_factor=2, mode="bilinear",
                                                             align_corners=False) + rgb
-        return image
+        return torch.tanh(image) if self.output == "tanh" else image
 
     def truncate(self, ws: Tensor, psi: float) -> Tensor:
         """Pull every w towards the average: psi = 1 leaves it, psi = 0 gives w_avg for every z."""
