@@ -80,7 +80,7 @@ def test_sizes_and_options_it_refuses():
 
 def test_tanh_output_is_the_linear_output_squashed():
     torch.manual_seed(0)
-    linear = StyleGANGenerator(latent_dim=8, channels=1, image_size=16, width=4, w_dim=8).eval()
+    linear = StyleGANGenerator(latent_dim=8, channels=1, image_size=16, width=4, w_dim=8, output="linear").eval()
     squashed = StyleGANGenerator(latent_dim=8, channels=1, image_size=16, width=4, w_dim=8, output="tanh").eval()
     squashed.load_state_dict(linear.state_dict())  # same weights: the output layer is the only difference
     z = torch.randn(4, 8)

@@ -27,8 +27,9 @@
   in the paper.
 
 Sizes as the DCGAN (16, 20, 24, 28, 32): the constant is size/4 and two ×2 upsamplings (bilinear)
-reach the image size, so 28×28 MNIST needs no padding. The output is linear by default (no Tanh, as in
-the paper; samples are clamped to [-1, 1] when drawn), or `output="tanh"` as the DCGAN's. Conditional: the label's embedding is
+reach the image size, so 28×28 MNIST needs no padding. The output goes through a Tanh, as the DCGAN's
+(`output="linear"` is the paper's, clamped to [-1, 1] when drawn: on MNIST its background never
+reached black, FID 130 against tanh's 16.6 at 200 CPU-s). Conditional: the label's embedding is
 concatenated to z before the mapping (StyleGAN2-ADA), so it reaches every layer through w.
 """
 from __future__ import annotations
@@ -139,7 +140,7 @@ class StyleGANGenerator(nn.Module):
 
     def __init__(self, latent_dim: int, channels: int, image_size: int, width: int = 32, w_dim: int = 64,
                  mapping_layers: int = 2, mixing_prob: float = 0.9, w_avg_beta: float = 0.995,
-                 lr_multiplier: float = 3.0, num_classes: int = 0, output: str = "linear"):
+                 lr_multiplier: float = 3.0, num_classes: int = 0, output: str = "tanh"):
         super().__init__()
         check_image_size(image_size, model="stylegan")
         if output not in ("linear", "tanh"):
