@@ -35,6 +35,11 @@ def clipped_surrogate(log_ratio: torch.Tensor, advantage: torch.Tensor, clip_ran
     return -torch.min(ratio * advantage, ratio.clamp(1 - clip_range, 1 + clip_range) * advantage).mean()
 
 
+def token_logprob(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log p(token) of each chosen token: logits (..., V), tokens (...) → (...)."""
+    return F.log_softmax(logits, -1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
 def k3_kl(log_ratio: torch.Tensor) -> torch.Tensor:
     """KL(p ‖ q) from samples of p, given log q/p at each one: Schulman's k3 estimator, r − 1 − log r
     with r = q/p. Unbiased, never negative, and low in variance where p and q are close."""

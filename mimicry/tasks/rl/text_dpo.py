@@ -14,10 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from mimicry.data.preferences import as_texts, check_fits, response_mask
 from mimicry.errors import MimicryError
+from mimicry.losses.policy import token_logprob
 from mimicry.tasks.preference_fit import PreferenceFit
 from mimicry.tasks.rl.text import TextReinforcementTask
 
@@ -41,11 +41,11 @@ class TextDPO(PreferenceFit, TextReinforcementTask):
     def log_ratios(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """log π(continuation | prompt) − log π_start(continuation | prompt) of each text (2B,), in float32."""
         tokens, length, context = as_texts(batch)
-        inputs, targets = tokens[:, :-1], tokens[:, 1:].unsqueeze(-1)
+        inputs, targets = tokens[:, :-1], tokens[:, 1:]
         mask = response_mask(length, context, tokens.size(1))
-        policy = F.log_softmax(self.gpt(inputs).float(), -1).gather(-1, targets).squeeze(-1)
+        policy = token_logprob(self.gpt(inputs).float(), targets)
         with torch.no_grad():
-            start = F.log_softmax(self.reference(inputs).float(), -1).gather(-1, targets).squeeze(-1)
+            start = token_logprob(self.reference(inputs).float(), targets)
         return ((policy - start) * mask).sum(-1)
 
     def imitation(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

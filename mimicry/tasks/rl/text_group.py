@@ -15,16 +15,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from mimicry.errors import MimicryError
-from mimicry.losses.policy import clipped_surrogate, group_relative_advantage, k3_kl, policy_shift
+from mimicry.losses.policy import clipped_surrogate, group_relative_advantage, k3_kl, policy_shift, token_logprob
 from mimicry.tasks.rl.text import TextRolloutTask
-
-
-def token_logprob(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """log p(token) at each position: logits (B, T, V), tokens (B, T) → (B, T)."""
-    return F.log_softmax(logits, -1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
 class TextGroupRelative(TextRolloutTask):

@@ -13,10 +13,10 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from mimicry.data.rollouts import gae
 from mimicry.errors import MimicryError
+from mimicry.losses.policy import token_logprob
 from mimicry.tasks.rl.ppo import ppo_updates
 from mimicry.tasks.rl.text import TextRolloutTask
 
@@ -46,9 +46,8 @@ class TextPPO(TextRolloutTask):
         groups = self.sample_episodes(a["num_envs"])
         for g in groups:
             logits, values = self.policy_and_value(g)
-            logprob = F.log_softmax(logits, -1).gather(-1, g["action"].unsqueeze(-1)).squeeze(-1)
-            ref = F.log_softmax(self.reference_logits(g), -1)
-            ref_logprob = ref.gather(-1, g["action"].unsqueeze(-1)).squeeze(-1)
+            logprob = token_logprob(logits, g["action"])
+            ref_logprob = token_logprob(self.reference_logits(g), g["action"])
             rewards = -a["kl_coef"] * (logprob - ref_logprob)       # every token: stay near the start
             rewards[:, -1] += g["reward"].to(rewards.device)         # the last one: the text's reward
             last = torch.zeros_like(rewards, dtype=torch.bool)
